@@ -1,0 +1,1 @@
+"""fluxgate's framework: the target contract, the registry, and (later) the pytest plugin."""

@@ -1,0 +1,143 @@
+"""Targets: what one is (Capabilities, Target), the rules every request obeys, and the registry.
+
+Targets are registered by name as lazy "module:Class" strings (as lm-evaluation-harness maps its model
+backends), so a target's heavy imports load only when that target is chosen.
+"""
+from __future__ import annotations
+
+import abc
+import difflib
+import importlib
+import inspect
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any, Callable
+
+from harness.types import GenerationRequest, GenerationResult, InvalidRequest
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    deterministic: bool = True   # the same request gives the same image
+    batching: bool = True        # num_images > 1 or a list of prompts in one request
+    components: bool = False     # text encoders, transformer and VAE can be called one by one
+    local_gpu: bool = False      # runs on a GPU of this host, so CUDA timers and peaks apply
+    concurrency: int = 1         # requests it serves at once
+    lora: bool = False
+    max_batch: int = 8           # images per request; more is InvalidRequest, not an OOM
+    max_side: int = 2048         # pixels; FLUX.1 is trained up to about 2 MP
+    max_steps: int = 1000        # the scheduler's training timesteps: more steps mean nothing
+
+
+def check_request(request: GenerationRequest, caps: Capabilities) -> None:
+    """Raise InvalidRequest naming the first value that breaks a rule of the contract."""
+    def fail(name: str, value: Any, rule: str):
+        raise InvalidRequest(f"{name}={value!r}: {rule}")
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, Integral) and not isinstance(value, bool)
+
+    prompt = request.prompt
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        fail("prompt", prompt, "must be a string or a list of strings")
+    if not prompts:
+        fail("prompt", prompt, "must hold at least one prompt")
+    for name in ("height", "width"):
+        value = getattr(request, name)
+        if not integer(value):
+            fail(name, value, "must be an integer")
+        if not 16 <= value <= caps.max_side:
+            fail(name, value, f"must be between 16 and {caps.max_side}")
+        if value % 16:
+            fail(name, value, "must be a multiple of 16")
+    steps = request.num_inference_steps
+    if not integer(steps) or not 1 <= steps <= caps.max_steps:
+        fail("num_inference_steps", steps, f"must be an integer from 1 to {caps.max_steps}")
+    guidance = request.guidance_scale
+    if not isinstance(guidance, Real) or isinstance(guidance, bool) or not math.isfinite(guidance) or guidance < 0:
+        fail("guidance_scale", guidance, "must be a finite number >= 0")
+    count = request.num_images
+    if not integer(count) or count < 1:
+        fail("num_images", count, "must be an integer >= 1")
+    if len(prompts) * count > caps.max_batch:
+        fail("num_images", count, f"{len(prompts)} prompt(s) x {count} exceeds the batch limit of {caps.max_batch}")
+    seed = request.seed
+    if seed is not None and (not integer(seed) or not 0 <= seed < 2**63 - caps.max_batch):
+        fail("seed", seed, f"must be None or an integer from 0 to {2**63 - caps.max_batch - 1}")
+
+
+class Target(abc.ABC):
+    """One text-to-image deployment behind the contract. Use as a context manager or start()/close()."""
+
+    name: str = "target"
+    capabilities: Capabilities = Capabilities()
+
+    def start(self) -> None:
+        """Load weights, connect, warm nothing: cold start is measured by the first generate()."""
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Images for the request; raises only the error types of harness.types."""
+
+    def health(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Release weights, connections and servers."""
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# name -> Target subclass, or "module:Class" imported on first use
+TARGETS: dict[str, type[Target] | str] = {
+    "reference": "targets.reference:ReferenceTarget",
+    "pipeline": "targets.pipeline:PipelineTarget",
+}
+
+
+def register_target(name: str) -> Callable[[type[Target]], type[Target]]:
+    def register(cls: type[Target]) -> type[Target]:
+        TARGETS[name] = cls
+        return cls
+    return register
+
+
+def get_target_class(name: str) -> type[Target]:
+    if name not in TARGETS:
+        close = difflib.get_close_matches(name, TARGETS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown target {name!r}{hint} (known: {', '.join(sorted(TARGETS))})")
+    entry = TARGETS[name]
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        entry = TARGETS[name] = getattr(importlib.import_module(module), attr)
+    return entry
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """'reference:preset=tiny-dev,dtype=fp32' -> ('reference', {'preset': 'tiny-dev', 'dtype': 'fp32'})."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"target spec {spec!r}: option {item!r} is not key=value")
+        options[key.strip()] = value.strip()
+    return name.strip(), options
+
+
+def make_target(spec: str) -> Target:
+    name, options = parse_spec(spec)
+    cls = get_target_class(name)
+    known = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"target {name!r} has no option {unknown[0]!r} (options: {', '.join(known) or 'none'})")
+    return cls(**options)

@@ -1,0 +1,90 @@
+"""The reference target: our FLUX, in process. Every other target is compared with it."""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import Tensor
+
+from harness.target import Capabilities, Target, check_request
+from harness.types import GenerationRequest, GenerationResult
+from targets.local import parse_device, parse_dtype, resolve_model, seeds, to_uint8
+from targets.reference.load import Components, load
+from targets.reference.sampling import denoise, get_noise, get_schedule, img_ids, pack, txt_ids, unpack
+
+
+class ReferenceTarget(Target):
+    name = "reference"
+
+    def __init__(self, preset: str | None = None, model: str | None = None, dtype: str = "fp32",
+                 device: str = "cpu", max_sequence_length: str | int = 512):
+        if preset is None and model is None:
+            preset = "tiny-dev"  # the embedded default
+        self.path = resolve_model(preset, model)
+        self.preset = preset
+        self.dtype, self.device = parse_dtype(dtype), parse_device(device)
+        self.max_sequence_length = int(max_sequence_length)
+        if not 1 <= self.max_sequence_length <= 512:
+            raise ValueError(f"max_sequence_length={max_sequence_length!r}: must be from 1 to 512 (T5's limit in FLUX)")
+        self.capabilities = Capabilities(components=True, local_gpu=self.device.type == "cuda")
+        self.parts: Components | None = None
+
+    def start(self) -> None:
+        self.parts = load(self.path, self.dtype, self.device)
+
+    def close(self) -> None:
+        self.parts = None
+
+    @torch.inference_mode()
+    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor, list[int]]:
+        """T5 context (B, L, d), CLIP pooled vector (B, d), and which prompts were truncated."""
+        p = self.parts
+        truncated = []
+        tokens = []
+        for tokenizer, limit in ((p.tokenizer, p.tokenizer.model_max_length), (p.tokenizer_2, self.max_sequence_length)):
+            ids = tokenizer(prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
+            tokens.append(ids.input_ids.to(self.device))
+            full = tokenizer(prompts).input_ids
+            truncated += [i for i, t in enumerate(full) if len(t) > limit]
+        vec = p.text_encoder(tokens[0], output_hidden_states=False).pooler_output.to(self.dtype)
+        txt = p.text_encoder_2(tokens[1], output_hidden_states=False)[0].to(self.dtype)
+        return txt, vec, sorted(set(truncated))
+
+    @torch.inference_mode()
+    def sample(self, request: GenerationRequest, txt: Tensor, vec: Tensor) -> Tensor:
+        """Packed latents (B, L, 64) after the last step; txt and vec hold one row per prompt."""
+        n, h, w = request.num_images, request.height, request.width
+        txt, vec = txt.repeat_interleave(n, dim=0), vec.repeat_interleave(n, dim=0)
+        img = pack(get_noise(seeds(request), h, w, self.dtype).to(self.device))
+        sigmas = get_schedule(request.num_inference_steps, img.shape[1], self.parts.shift)
+        guidance = request.guidance_scale if self.parts.transformer.params.guidance_embed else None
+        return denoise(self.parts.transformer, img, img_ids(h, w).to(self.device, self.dtype),
+                       txt, txt_ids(txt.shape[1]).to(self.device, self.dtype), vec, sigmas, guidance)
+
+    @torch.inference_mode()
+    def decode(self, latents: Tensor, height: int, width: int) -> Tensor:
+        """Packed latents -> images (B, 3, H, W) in [0, 1]."""
+        vae = self.parts.vae
+        x = unpack(latents, height, width) / vae.config.scaling_factor + vae.config.shift_factor
+        return (vae.decode(x, return_dict=False)[0] * 0.5 + 0.5).clamp(0, 1)
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        check_request(request, self.capabilities)
+        prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
+        clock = [time.perf_counter()]
+
+        def lap():
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            clock.append(time.perf_counter())
+            return clock[-1] - clock[-2]
+
+        txt, vec, truncated = self.encode(prompts)
+        timings = {"encode": lap()}
+        latents = self.sample(request, txt, vec)
+        timings["denoise"] = lap()
+        images = to_uint8(self.decode(latents, request.height, request.width))
+        timings["decode"] = lap()
+        info = {"model": self.preset or str(self.path), "dtype": str(self.dtype).removeprefix("torch."),
+                "device": str(self.device), "truncated_prompts": truncated}
+        return GenerationResult(images=images, timings=timings, info=info)

@@ -1,0 +1,34 @@
+"""Fixtures for fluxgate's own tests: presets in a cache of their own, started in-process targets."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights are found on disk, never fetched
+
+
+@pytest.fixture(scope="session", autouse=True)
+def preset_cache(tmp_path_factory):
+    """Presets are built once per session into a private cache, unless FLUXGATE_CACHE names one."""
+    if "FLUXGATE_CACHE" not in os.environ:
+        os.environ["FLUXGATE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    return os.environ["FLUXGATE_CACHE"]
+
+
+@pytest.fixture(scope="session")
+def started():
+    """started(spec) -> the target for SPEC, started once per session and closed at the end."""
+    from harness.target import make_target
+
+    targets = {}
+
+    def get(spec: str):
+        if spec not in targets:
+            targets[spec] = make_target(spec)
+            targets[spec].start()
+        return targets[spec]
+
+    yield get
+    for target in targets.values():
+        target.close()
