@@ -6,17 +6,18 @@ export HF_HUB_OFFLINE := 1
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1    # the CUDA build; it also runs on the CPU
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1   # CUDA builds; they also run on the CPU
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 .PHONY: setup run test clean
 setup: $(VENV)/.installed
 
-# The main job: the embedded reference generates an image and compares itself with diffusers.
+# The main job: every suite against the embedded reference (tiny-dev on the CPU); reports in results/<run id>/.
 run: setup
-	$(PY) -m targets.reference --prompt "a cat holding a sign that says hello world" --out results/reference
+	$(PY) run_tests.py $(ARGS)
 
+# fluxgate's own tests.
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -6,18 +6,19 @@ backends), so a target's heavy imports load only when that target is chosen.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import difflib
 import importlib
 import inspect
 import math
-from dataclasses import dataclass
+import urllib.parse
 from numbers import Integral, Real
 from typing import Any, Callable
 
 from harness.types import GenerationRequest, GenerationResult, InvalidRequest
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Capabilities:
     deterministic: bool = True   # the same request gives the same image
     batching: bool = True        # num_images > 1 or a list of prompts in one request
@@ -72,6 +73,7 @@ class Target(abc.ABC):
     """One text-to-image deployment behind the contract. Use as a context manager or start()/close()."""
 
     name: str = "target"
+    spec: str = ""                       # the SPEC it was made from, set by make_target
     capabilities: Capabilities = Capabilities()
 
     def start(self) -> None:
@@ -86,6 +88,14 @@ class Target(abc.ABC):
 
     def close(self) -> None:
         """Release weights, connections and servers."""
+
+    def reference_spec(self) -> str | None:
+        """The SPEC of the reference on this target's weights, where they are known (the quality oracle)."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What the report says of the target."""
+        return {"name": self.name, "spec": self.spec, "capabilities": dataclasses.asdict(self.capabilities)}
 
     def __enter__(self):
         self.start()
@@ -110,6 +120,13 @@ def register_target(name: str) -> Callable[[type[Target]], type[Target]]:
 
 
 def get_target_class(name: str) -> type[Target]:
+    """A registered name, or "package.module:Class" for a target of one's own."""
+    if "." in name and ":" in name:
+        module, _, attr = name.partition(":")
+        cls = getattr(importlib.import_module(module), attr, None)
+        if not (isinstance(cls, type) and issubclass(cls, Target)):
+            raise ValueError(f"target {name!r}: {attr!r} in {module!r} is not a Target subclass")
+        return cls
     if name not in TARGETS:
         close = difflib.get_close_matches(name, TARGETS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -122,22 +139,38 @@ def get_target_class(name: str) -> type[Target]:
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """'reference:preset=tiny-dev,dtype=fp32' -> ('reference', {'preset': 'tiny-dev', 'dtype': 'fp32'})."""
-    name, _, rest = spec.partition(":")
+    """A SPEC string -> (target name, options). Three forms:
+
+    reference:preset=tiny-dev,dtype=fp32      -> ("reference", {"preset": "tiny-dev", "dtype": "fp32"})
+    http://127.0.0.1:8000?protocol=openai     -> ("http", {"url": "http://127.0.0.1:8000", "protocol": "openai"})
+    mypkg.targets:MyTarget:key=value          -> ("mypkg.targets:MyTarget", {"key": "value"})
+    """
+    if "://" in spec:
+        url = urllib.parse.urlsplit(spec)
+        options = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+        return url.scheme, {"url": urllib.parse.urlunsplit(url._replace(query="")), **options}
+    head, _, rest = spec.partition(":")
+    if "." in head:  # a module path: the class name follows the first colon
+        cls, _, rest = rest.partition(":")
+        head = f"{head}:{cls}"
     options = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
-        if not eq or not key:
+        if not eq or not key.strip():
             raise ValueError(f"target spec {spec!r}: option {item!r} is not key=value")
         options[key.strip()] = value.strip()
-    return name.strip(), options
+    return head.strip(), options
 
 
 def make_target(spec: str) -> Target:
+    """The target a SPEC names, constructed (not started); unknown names and options are ValueErrors."""
     name, options = parse_spec(spec)
     cls = get_target_class(name)
-    known = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    params = inspect.signature(cls).parameters.values()
+    known = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     unknown = sorted(set(options) - set(known))
-    if unknown:
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in params):
         raise ValueError(f"target {name!r} has no option {unknown[0]!r} (options: {', '.join(known) or 'none'})")
-    return cls(**options)
+    target = cls(**options)
+    target.spec = spec
+    return target

@@ -1,4 +1,4 @@
-"""What the in-process targets share: options from SPEC strings, model resolution, seeds, image conversion."""
+"""What the in-process targets share: their options, model resolution, seeds, image conversion."""
 from __future__ import annotations
 
 import secrets
@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.target import Capabilities, Target
 from harness.types import GenerationRequest
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -50,3 +51,38 @@ def seeds(request: GenerationRequest) -> list[int]:
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     # (N, 3, H, W) in [0, 1] -> (N, H, W, 3) uint8, rounded as diffusers rounds for PIL
     return (images.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype(np.uint8)
+
+
+class LocalTarget(Target):
+    """A FLUX in this process, from a preset (built on first use) or a diffusers-layout directory."""
+
+    components = False  # whether text encoders, transformer and VAE can be called one by one
+
+    def __init__(self, preset: str | None = None, model: str | None = None, dtype: str = "fp32",
+                 device: str = "cpu", max_sequence_length: str | int = 512):
+        if preset is None and model is None:
+            preset = "tiny-dev"  # the embedded default
+        self.path = resolve_model(preset, model)
+        self.preset, self.model = preset, model
+        self.dtype, self.device = parse_dtype(dtype), parse_device(device)
+        self.max_sequence_length = int(max_sequence_length)
+        if not 1 <= self.max_sequence_length <= 512:
+            raise ValueError(f"max_sequence_length={max_sequence_length!r}: must be from 1 to 512 (T5's limit in FLUX)")
+        self.capabilities = Capabilities(components=self.components, local_gpu=self.device.type == "cuda")
+
+    def weights(self) -> str:
+        return f"preset={self.preset}" if self.preset else f"model={self.model}"
+
+    def reference_spec(self) -> str:
+        return f"reference:{self.weights()},dtype={self.dtype_name},device={self.device}"
+
+    @property
+    def dtype_name(self) -> str:
+        return next(k for k, v in DTYPES.items() if v == self.dtype)
+
+    def info(self) -> dict:
+        return {"model": self.preset or str(self.path), "dtype": str(self.dtype).removeprefix("torch."),
+                "device": str(self.device)}
+
+    def describe(self) -> dict:
+        return {**super().describe(), **self.info(), "path": str(self.path)}

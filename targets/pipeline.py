@@ -5,24 +5,15 @@ import time
 
 import torch
 
-from harness.target import Capabilities, Target, check_request
+from harness.target import check_request
 from harness.types import GenerationRequest, GenerationResult
-from targets.local import parse_device, parse_dtype, resolve_model, seeds, to_uint8
+from targets.local import LocalTarget, seeds, to_uint8
 
 
-class PipelineTarget(Target):
+class PipelineTarget(LocalTarget):
     name = "pipeline"
 
-    def __init__(self, preset: str | None = None, model: str | None = None, dtype: str = "fp32",
-                 device: str = "cpu", max_sequence_length: str | int = 512):
-        if preset is None and model is None:
-            preset = "tiny-dev"
-        self.path = resolve_model(preset, model)
-        self.preset = preset
-        self.dtype, self.device = parse_dtype(dtype), parse_device(device)
-        self.max_sequence_length = int(max_sequence_length)
-        self.capabilities = Capabilities(local_gpu=self.device.type == "cuda")
-        self.pipe = None
+    pipe = None  # loaded by start()
 
     def start(self) -> None:
         from diffusers import FluxPipeline
@@ -45,6 +36,4 @@ class PipelineTarget(Target):
     def generate(self, request: GenerationRequest) -> GenerationResult:
         start = time.perf_counter()
         images = to_uint8(self.run(request, "pt"))
-        info = {"model": self.preset or str(self.path), "dtype": str(self.dtype).removeprefix("torch."),
-                "device": str(self.device)}
-        return GenerationResult(images=images, timings={"pipeline": time.perf_counter() - start}, info=info)
+        return GenerationResult(images=images, timings={"pipeline": time.perf_counter() - start}, info=self.info())

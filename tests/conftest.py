@@ -7,6 +7,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights are found on disk, never fetched
 
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def preset_cache(tmp_path_factory):

@@ -16,6 +16,26 @@ def test_parse_spec():
         parse_spec("reference:dtype")
 
 
+@pytest.mark.parametrize("spec,parsed", [
+    ("http://127.0.0.1:8000?protocol=openai", ("http", {"url": "http://127.0.0.1:8000", "protocol": "openai"})),
+    ("https://flux.example/v1?protocol=raw&timeout=30",
+     ("https", {"url": "https://flux.example/v1", "protocol": "raw", "timeout": "30"})),
+    ("triton://127.0.0.1:8001?model=flux", ("triton", {"url": "triton://127.0.0.1:8001", "model": "flux"})),
+    ("modal://workspace/app/function", ("modal", {"url": "modal://workspace/app/function"})),
+    ("mypkg.targets:MyTarget", ("mypkg.targets:MyTarget", {})),
+    ("mypkg.targets:MyTarget:size=2,mode=fast", ("mypkg.targets:MyTarget", {"size": "2", "mode": "fast"})),
+])
+def test_parse_spec_url_and_module_forms(spec, parsed):
+    assert parse_spec(spec) == parsed
+
+
+def test_a_target_by_module_path():
+    target = make_target("tests.fakes:Flawed:delay=0.25,preset=tiny-schnell")
+    assert target.delay == 0.25 and target.preset == "tiny-schnell" and target.spec.startswith("tests.fakes")
+    with pytest.raises(ValueError, match="not a Target subclass"):
+        make_target("harness.types:GenerationRequest")
+
+
 def test_targets_import_only_when_chosen():
     # the harness must not pay for torch or diffusers until a target that needs them is picked
     code = ("import sys, harness.target as t; assert 'torch' not in sys.modules; "

@@ -6,28 +6,18 @@ import time
 import torch
 from torch import Tensor
 
-from harness.target import Capabilities, Target, check_request
+from harness.target import check_request
 from harness.types import GenerationRequest, GenerationResult
-from targets.local import parse_device, parse_dtype, resolve_model, seeds, to_uint8
+from targets.local import LocalTarget, seeds, to_uint8
 from targets.reference.load import Components, load
 from targets.reference.sampling import denoise, get_noise, get_schedule, img_ids, pack, txt_ids, unpack
 
 
-class ReferenceTarget(Target):
+class ReferenceTarget(LocalTarget):
     name = "reference"
+    components = True
 
-    def __init__(self, preset: str | None = None, model: str | None = None, dtype: str = "fp32",
-                 device: str = "cpu", max_sequence_length: str | int = 512):
-        if preset is None and model is None:
-            preset = "tiny-dev"  # the embedded default
-        self.path = resolve_model(preset, model)
-        self.preset = preset
-        self.dtype, self.device = parse_dtype(dtype), parse_device(device)
-        self.max_sequence_length = int(max_sequence_length)
-        if not 1 <= self.max_sequence_length <= 512:
-            raise ValueError(f"max_sequence_length={max_sequence_length!r}: must be from 1 to 512 (T5's limit in FLUX)")
-        self.capabilities = Capabilities(components=True, local_gpu=self.device.type == "cuda")
-        self.parts: Components | None = None
+    parts: Components | None = None  # loaded by start()
 
     def start(self) -> None:
         self.parts = load(self.path, self.dtype, self.device)
@@ -85,6 +75,4 @@ class ReferenceTarget(Target):
         timings["denoise"] = lap()
         images = to_uint8(self.decode(latents, request.height, request.width))
         timings["decode"] = lap()
-        info = {"model": self.preset or str(self.path), "dtype": str(self.dtype).removeprefix("torch."),
-                "device": str(self.device), "truncated_prompts": truncated}
-        return GenerationResult(images=images, timings=timings, info=info)
+        return GenerationResult(images=images, timings=timings, info={**self.info(), "truncated_prompts": truncated})

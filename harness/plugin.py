@@ -1,0 +1,250 @@
+"""fluxgate's pytest plugin: the options, the markers, the fixtures suites use, and the hooks that gate and
+record every test.
+
+Fixtures:
+    target      the target under test (--target), started once per session and closed at the end
+    reference   the reference FLUX on the target's weights, where they are known (else the test skips)
+    recorder    this test's Recorder: metrics, images and artifacts for the report
+    profile     the threshold profile (--profile): thresholds and the settings suites read
+
+A suite test's category comes from its folder (suites/<category>/), so `-m performance` and
+`--category performance` select the same tests.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import hooks
+from harness.gates import Baseline, Profile, judge
+from harness.record import FOLDERS, PROPERTY, Recorder, Recording, Run, TestRecord, new_run_id
+
+MARKERS = {
+    "unit": "components and pure functions, one by one",
+    "integration": "end to end through the target",
+    "performance": "latency, throughput, scaling and memory, recorded as metrics",
+    "quality": "image similarity to the reference and other image metrics",
+    "stress": "concurrency, sustained load, overflow and recovery",
+    "edge_case": "bad and unusual input: a clear InvalidRequest, and the target keeps serving",
+    "gpu": "needs a CUDA device (skipped without one)",
+    "slow": "takes long (skipped by --skip-slow)",
+    "benchmark": "calibrated repeated timing (pytest-benchmark)",
+}
+TARGET_PROPERTY = "fluxgate-target"
+CATEGORY_PROPERTY = "fluxgate-category"
+RUN = pytest.StashKey[Run]()
+SETUP = pytest.StashKey[dict]()
+RECORDER = pytest.StashKey[Recorder]()
+
+
+def pytest_addhooks(pluginmanager):
+    pluginmanager.add_hookspecs(hooks)
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fluxgate", "fluxgate: the target under test, its gates and its reports")
+    group.addoption("--target", default="reference", metavar="SPEC",
+                    help="the target under test, e.g. reference:preset=tiny-dev, pipeline:model=PATH,dtype=bf16, "
+                         "http://127.0.0.1:8000?protocol=openai (default: reference, the embedded tiny-dev)")
+    group.addoption("--profile", default="cpu-tiny", metavar="NAME|PATH",
+                    help="threshold profile: a name in harness/profiles/ or a .toml path (default: cpu-tiny)")
+    group.addoption("--baseline", default=None, metavar="REPORT",
+                    help="a report.json from an earlier run: every comparable metric must not regress past its tolerance")
+    group.addoption("--out", default="results", metavar="DIR", help="reports go to DIR/<run id>/ (default: results)")
+    group.addoption("--run-id", default=None, help="name of the run's folder (default: time and pid)")
+    group.addoption("--allow-downloads", action="store_true",
+                    help="let model and metric weights be fetched from the Hugging Face hub (default: offline)")
+    group.addoption("--skip-slow", action="store_true", help="skip tests marked slow")
+    group.addoption("--skip-gpu", action="store_true", help="skip tests marked gpu, even where CUDA is present")
+
+
+def pytest_configure(config):
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    if not config.getoption("allow_downloads"):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # weights come from disk; a missing one is a skip, not a download
+    try:
+        profile = Profile.load(config.getoption("profile"))
+        baseline = Baseline(config.getoption("baseline")) if config.getoption("baseline") else None
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+    config.stash[SETUP] = {"profile": profile, "baseline": baseline}
+    worker = getattr(config, "workerinput", None)
+    run_dir = Path(worker["fluxgate_run_dir"]) if worker else \
+        Path(config.getoption("out")) / (config.getoption("run_id") or new_run_id())
+    config.stash[RUN] = Run(id=run_dir.name, dir=run_dir.resolve(), target_spec=config.getoption("target"),
+                            profile=profile.name, baseline=config.getoption("baseline"))
+    if worker is None:
+        config.pluginmanager.register(RunLog(config), "fluxgate-runlog")
+        # a timeout's SIGTERM becomes Ctrl-C, so pytest unwinds and the report is still written
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """pytest-xdist: every worker records into the controller's run folder."""
+    node.workerinput["fluxgate_run_dir"] = str(node.config.stash[RUN].dir)
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    no_cuda = not torch.cuda.is_available()
+    for item in items:
+        parts = item.path.parts
+        if "suites" in parts and parts.index("suites") + 1 < len(parts) - 1:
+            category = FOLDERS.get(parts[parts.index("suites") + 1])
+            if category:
+                item.add_marker(category)
+                item.user_properties.append((CATEGORY_PROPERTY, category))  # travels with every report
+        if item.get_closest_marker("gpu") and (no_cuda or config.getoption("skip_gpu")):
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device" if no_cuda else "--skip-gpu"))
+        if item.get_closest_marker("slow") and config.getoption("skip_slow"):
+            item.add_marker(pytest.mark.skip(reason="--skip-slow"))
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig) -> Profile:
+    """The threshold profile: `profile.get("latency_runs", 5)` reads a suite setting."""
+    return pytestconfig.stash[SETUP]["profile"]
+
+
+@pytest.fixture(scope="session")
+def target(pytestconfig):
+    """The target under test, from --target: started once, closed at the end of the session.
+
+    A SPEC that names nothing ends the run as a usage error (pytest's exit 4); a target that cannot start
+    ends it as unavailable (exit 3), with the reason.
+    """
+    from harness.target import make_target
+
+    spec = pytestconfig.getoption("target")
+    try:
+        t = make_target(spec)
+    except (ValueError, FileNotFoundError) as e:
+        pytest.exit(f"--target {spec!r}: {e}", returncode=pytest.ExitCode.USAGE_ERROR)
+    try:
+        t.start()
+    except Exception as e:  # whatever the reason, the run cannot go on without its target
+        pytestconfig.stash[RUN].status = "target_unavailable"
+        pytest.exit(f"--target {spec!r} is unavailable: {type(e).__name__}: {e}", returncode=3)
+    yield t
+    t.close()
+
+
+@pytest.fixture(scope="session")
+def reference(target):
+    """The reference FLUX on the target's own weights: the oracle for equivalence and quality."""
+    from harness.target import make_target
+
+    spec = target.reference_spec()
+    if spec is None:
+        pytest.skip(f"{target.name}: its weights are unknown, so there is no reference to compare with")
+    if target.name == "reference" and spec == target.reference_spec():
+        yield target
+        return
+    ref = make_target(spec)
+    ref.start()
+    yield ref
+    ref.close()
+
+
+@pytest.fixture
+def recorder(request) -> Recorder:
+    """This test's Recorder: `recorder.metric("latency.p50", 0.8, "s", better="lower")`, `.image()`, ..."""
+    rec = Recorder(request.node.nodeid, request.config.stash[RUN].dir)
+    request.node.stash[RECORDER] = rec
+    return rec
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Gate the test's metrics as it finishes: a metric that fails its gate fails the test."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call":
+        return
+    if "target" in item.fixturenames and "target" in item.funcargs:
+        report.user_properties.append((TARGET_PROPERTY, item.funcargs["target"].describe()))
+    rec = item.stash.get(RECORDER, None)
+    if rec is None:
+        return
+    setup = item.config.stash[SETUP]
+    for metric in rec.recording.metrics:
+        judge(metric, item.nodeid, setup["profile"], setup["baseline"])
+    report.user_properties.append((PROPERTY, rec.recording.to_dict()))
+    reasons = [r for m in rec.recording.metrics for r in m.reasons]
+    if reasons and report.passed:
+        report.outcome = "failed"
+        report.longrepr = "gate failed:\n  " + "\n  ".join(reasons)
+
+
+class RunLog:
+    """Collects the run on the controller (the only process under xdist that sees every report) and
+    hands it to the report writers after each test and at the end."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.run: Run = config.stash[RUN]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session):
+        from harness.environment import environment
+
+        self.run.environment = environment()
+
+    def pytest_runtest_logreport(self, report):
+        props = dict(report.user_properties)
+        if CATEGORY_PROPERTY not in props:
+            return  # not a suite test: fluxgate's own tests make no report
+        test = self.run.tests.setdefault(report.nodeid, TestRecord(report.nodeid, props[CATEGORY_PROPERTY]))
+        test.duration += report.duration
+        if report.skipped:
+            test.outcome = "skipped"
+            reason = report.longrepr[2] if isinstance(report.longrepr, (tuple, list)) else str(report.longrepr)
+            test.skip_reason = reason.removeprefix("Skipped: ")
+        elif report.failed:
+            test.outcome = "failed" if report.when == "call" else "error"
+            test.message = _short(report)
+        if PROPERTY in props:
+            recording = Recording.from_dict(props[PROPERTY])
+            test.metrics, test.images = recording.metrics, recording.images
+            test.artifacts, test.notes = recording.artifacts, recording.notes
+        if TARGET_PROPERTY in props and not self.run.target:
+            self.run.target = props[TARGET_PROPERTY]
+        if report.when == "teardown":
+            self.config.hook.pytest_fluxgate_run_updated(run=self.run, final=False)
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        """Close the run, whatever ended it, and let the report writers write."""
+        if not self.run.tests and self.run.status != "target_unavailable":
+            return
+        self.run.finished = time.time()
+        self.run.exit_code = int(exitstatus)
+        if self.run.status == "running":
+            self.run.status = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "complete"
+        self.config.hook.pytest_fluxgate_run_updated(run=self.run, final=True)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        """One screen at the end: per category pass/fail/skip, the gates that failed, where the report is."""
+        run, tr = self.run, terminalreporter
+        if not run.tests:
+            return
+        tr.section(f"fluxgate: {run.verdict.upper()}  (target {run.target_spec}, profile {run.profile})")
+        tr.write_line(f"{'category':<12} {'pass':>5} {'fail':>5} {'skip':>5}  verdict")
+        for name, c in run.categories().items():
+            tr.write_line(f"{name:<12} {c['pass']:>5} {c['fail']:>5} {c['skip']:>5}  {c['verdict']}")
+        for nodeid, metric in run.failed_gates():
+            for reason in metric.reasons:
+                tr.write_line(f"gate failed: {reason}  [{nodeid}]", red=True)
+        tr.write_line(f"reports: {run.dir}")
+
+
+def _short(report) -> str:
+    text = str(report.longrepr)
+    lines = [line for line in text.splitlines() if line.startswith("E ") or "gate failed" in line or "Error" in line]
+    return "\n".join(lines[-8:]) or text[-2000:]

@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""fluxgate: run the suites against a target, gate the results, write the reports.
+
+    python run_tests.py                                    all suites against the embedded reference
+    python run_tests.py --category performance --category quality --target pipeline:preset=tiny-dev
+    python run_tests.py --baseline results/<id>/report.json   fail on a regression past tolerance
+
+Other arguments go to pytest as they are (e.g. -k latency, -x, -v).
+Exit codes: 0 all passed, 1 a test or gate failed (or the run was interrupted), 2 usage error,
+3 target unavailable.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.record import FOLDERS
+
+ROOT = Path(__file__).resolve().parent
+CATEGORIES = {**FOLDERS, **{marker: marker for marker in FOLDERS.values()}}  # folder or marker name -> marker
+OK, FAILED, USAGE, UNAVAILABLE = 0, 1, 2, 3
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="run_tests.py", description=__doc__.split("\n\n")[0],
+                                     epilog="Other arguments are passed to pytest.")
+    parser.add_argument("--target", default="reference", metavar="SPEC",
+                        help="what to test (default: reference, the embedded tiny-dev on the CPU)")
+    parser.add_argument("--category", action="append", default=[], metavar="C",
+                        help=f"run only this suite; repeatable ({', '.join(sorted(set(CATEGORIES.values())))})")
+    parser.add_argument("--profile", default="cpu-tiny", metavar="NAME|PATH", help="threshold profile")
+    parser.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to compare with")
+    parser.add_argument("--skip-slow", action="store_true", help="skip tests marked slow")
+    parser.add_argument("--skip-gpu", action="store_true", help="skip tests marked gpu")
+    parser.add_argument("--out", default="results", metavar="DIR", help="reports go to DIR/<run id>/")
+    parser.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist; 'auto' for one per CPU)")
+    return parser.parse_known_args(argv)
+
+
+def check(args: argparse.Namespace) -> str | None:
+    """Refuse a bad invocation before any test runs: one line naming the value and the rule."""
+    from harness.gates import Baseline, Profile
+    from harness.target import make_target
+
+    unknown = [c for c in args.category if c not in CATEGORIES]
+    if unknown:
+        return f"--category {unknown[0]!r}: not a suite (choose from {', '.join(sorted(set(CATEGORIES.values())))})"
+    try:
+        Profile.load(args.profile)
+        if args.baseline:
+            Baseline(args.baseline)
+        make_target(args.target)  # constructs, does not start: a bad SPEC fails here, an unreachable one later
+    except (ValueError, FileNotFoundError) as e:
+        return str(e)
+    return None
+
+
+def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    out = [str(ROOT / "suites"), "-p", "no:cacheprovider", f"--target={args.target}", f"--profile={args.profile}",
+           f"--out={args.out}", "-o", "console_output_style=progress"]
+    markers = [CATEGORIES[c] for c in dict.fromkeys(args.category)]
+    expression = " or ".join(markers)
+    if args.skip_slow:
+        out.append("--skip-slow")
+    if args.skip_gpu:
+        out.append("--skip-gpu")
+    if expression:
+        out += ["-m", expression]
+    if args.baseline:
+        out.append(f"--baseline={args.baseline}")
+    if args.workers:
+        out += ["-n", args.workers]
+    return out + extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse(sys.argv[1:] if argv is None else argv)
+    problem = check(args)
+    if problem:
+        print(f"run_tests.py: error: {problem}", file=sys.stderr)
+        return USAGE
+    import pytest
+
+    code = pytest.main(pytest_args(args, extra))
+    return {pytest.ExitCode.OK: OK, pytest.ExitCode.TESTS_FAILED: FAILED, pytest.ExitCode.INTERRUPTED: FAILED,
+            pytest.ExitCode.USAGE_ERROR: USAGE, pytest.ExitCode.NO_TESTS_COLLECTED: USAGE}.get(code, code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Timers and memory: the numbers every benchmark is built from."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.memory import MemorySampler, cuda_peak, host_rss, nvml_used
+from harness.timing import LatencyStats, timed_generate
+from helpers import request
+
+
+def test_latency_stats_are_order_statistics():
+    stats = LatencyStats.of([0.5, 0.1, 0.3, 0.2, 0.4])
+    assert (stats.n, stats.min, stats.p50, stats.max) == (5, 0.1, 0.3, 0.5)
+    assert stats.mean == pytest.approx(0.3) and stats.p95 == pytest.approx(0.48)
+    many = LatencyStats.of(list(np.linspace(1, 100, 100)))
+    assert many.p99 == pytest.approx(99.01) and many.p50 == pytest.approx(50.5)
+    with pytest.raises(ValueError, match="at least one"):
+        LatencyStats.of([])
+
+
+def test_timed_generate_adds_total_outside_the_target(started):
+    result = timed_generate(started("reference:preset=tiny-dev"), request())
+    inside = sum(v for k, v in result.timings.items() if k != "total")
+    assert result.timings["total"] >= inside > 0
+
+
+def test_sampler_sees_host_memory_grow():
+    with MemorySampler(interval=0.01) as mem:
+        block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+        block += 1
+        import time
+
+        time.sleep(0.1)
+    assert mem.peak_host - mem.samples[0][1] > 150 * 2**20
+    assert mem.host_slope() > 0 and len(mem.samples) >= 3
+    del block
+    assert host_rss() > 0
+
+
+def test_without_a_gpu_device_numbers_are_absent_not_zero():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA: the gpu tests cover it")
+    assert cuda_peak() is None and nvml_used() is None
+    with MemorySampler(interval=0.01) as mem:
+        pass
+    assert mem.peak_device is None

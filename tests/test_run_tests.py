@@ -1,0 +1,139 @@
+"""run_tests.py end to end, in a subprocess as a user or CI runs it: exit codes, selection, gates, reports
+that survive interruption and crashes."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_tests(*args: str, out: Path, timeout: float = 300) -> tuple[int, str, dict | None]:
+    """(exit code, output, report.json or None) of `python run_tests.py ARGS --out OUT`."""
+    done = subprocess.run([sys.executable, str(ROOT / "run_tests.py"), *args, f"--out={out}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout + done.stderr, load_report(out)
+
+
+def load_report(out: Path) -> dict | None:
+    reports = sorted(out.glob("*/report.json"))
+    return json.loads(reports[-1].read_text()) if reports else None
+
+
+@pytest.fixture
+def fast_profile(tmp_path) -> Path:
+    """cpu-tiny's gates at 64x64, where the tiny reference answers in ~0.05 s: latency over 0.3 s fails."""
+    path = tmp_path / "fast.toml"
+    path.write_text('name = "fast"\n[settings]\nsize = 64\nsteps = 2\nwarmup = 1\nlatency_runs = 3\n'
+                    '[tolerances]\n"latency.*" = 0.5\n'
+                    '[thresholds]\n"latency.p50" = { max = 0.3 }\n"equivalence.max_abs_diff" = { max = 1 }\n')
+    return path
+
+
+def test_all_suites_pass_on_the_reference_and_write_reports(tmp_path):
+    code, output, report = run_tests(out=tmp_path)
+    assert code == 0, output
+    assert report["run"]["status"] == "complete" and report["run"]["verdict"] == "pass"
+    assert set(report["categories"]) == {"unit", "integration", "performance", "quality", "stress", "edge_case"}
+    run_dir = next(tmp_path.iterdir())
+    assert {"report.json", "report.html", "junit.xml"} <= {p.name for p in run_dir.iterdir()}
+    assert "fluxgate: PASS" in output and "performance" in output
+
+
+def test_category_selects_suites(tmp_path):
+    code, _, report = run_tests("--category", "unit", "--category", "edge_cases", out=tmp_path)
+    assert code == 0
+    assert set(report["categories"]) == {"unit", "edge_case"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--category", "perf"], "--category 'perf': not a suite"),
+    (["--target", "refrence"], "did you mean 'reference'"),
+    (["--target", "reference:dtype=fp12"], "dtype='fp12'"),
+    (["--profile", "nope"], "profile 'nope'"),
+    (["--baseline", "/no/such/report.json"], "baseline '/no/such/report.json'"),
+])
+def test_usage_errors_exit_2_with_one_line(tmp_path, args, message):
+    code, output, report = run_tests(*args, out=tmp_path)
+    assert code == 2 and message in output and "Traceback" not in output
+    assert report is None  # nothing ran, nothing to report
+
+
+def test_unavailable_target_exits_3_with_the_reason(tmp_path):
+    code, output, report = run_tests("--target", "tests.fakes:Flawed:refuse_start=connection refused on :8000",
+                                     "--category", "integration", out=tmp_path)
+    assert code == 3 and "connection refused on :8000" in output
+    assert report["run"]["status"] == "target_unavailable" and report["run"]["verdict"] == "error"
+
+
+def test_threshold_gate_fails_a_slow_target_and_passes_the_reference(tmp_path, fast_profile):
+    args = ("--category", "performance", "--profile", str(fast_profile))
+    code, output, report = run_tests(*args, out=tmp_path / "plain")
+    assert code == 0, output
+    code, output, report = run_tests(*args, "--target", "tests.fakes:Flawed:delay=0.5", out=tmp_path / "slow")
+    assert code == 1
+    assert "gate failed: latency.p50" in output and "above the maximum 0.3" in output
+    (test,) = report["tests"]
+    p50 = next(m for m in test["metrics"] if m["name"] == "latency.p50")
+    assert p50["verdict"] == "fail" and p50["value"] > 0.5 and test["verdict"] == "fail"
+    assert report["run"]["verdict"] == "fail" and report["categories"]["performance"]["verdict"] == "fail"
+
+
+def test_baseline_gate_fails_a_regression_beyond_tolerance(tmp_path, fast_profile):
+    # the threshold is lifted so that only the baseline can fail the run
+    fast_profile.write_text(fast_profile.read_text().replace("max = 0.3", "max = 100"))
+    args = ("--category", "performance", "--profile", str(fast_profile))
+    code, _, _ = run_tests(*args, out=tmp_path / "base")
+    assert code == 0
+    baseline = str(next((tmp_path / "base").glob("*/report.json")))
+    code, output, report = run_tests(*args, "--baseline", baseline, out=tmp_path / "same")
+    assert code == 0, output  # the same target again: within tolerance
+    code, output, report = run_tests(*args, "--baseline", baseline, "--target", "tests.fakes:Flawed:delay=0.2",
+                                     out=tmp_path / "slower")
+    assert code == 1 and "regressed from the baseline" in output
+    p50 = next(m for m in report["tests"][0]["metrics"] if m["name"] == "latency.p50")
+    assert p50["baseline"] is not None and p50["value"] > 1.5 * p50["baseline"] and p50["verdict"] == "fail"
+
+
+def test_a_target_that_dies_mid_run_still_gets_a_report(tmp_path):
+    # the server behind a target stops answering after two requests: later tests fail, the report is whole
+    code, output, report = run_tests("--target", "tests.fakes:Flawed:fail_after=2", out=tmp_path)
+    assert code == 1
+    assert report["run"]["status"] == "complete" and report["run"]["verdict"] == "fail"
+    failed = [t for t in report["tests"] if t["outcome"] == "failed"]
+    assert failed and all("died after 2 requests" in t["message"] for t in failed)
+    assert (next(tmp_path.iterdir()) / "report.html").is_file()
+
+
+def test_a_crash_leaves_the_report_as_of_the_last_test(tmp_path):
+    # an in-process target that takes the process down: report.json holds every test finished before
+    code, _, report = run_tests("--target", "tests.fakes:Flawed:die_after=3", out=tmp_path)
+    assert code == 17
+    assert report["run"]["status"] == "running" and report["run"]["verdict"] == "error"
+    assert len(report["tests"]) >= 1 and all(t["outcome"] in ("passed", "skipped") for t in report["tests"])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "timeout"])
+def test_an_interrupted_run_writes_all_reports(tmp_path, sig):
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_tests.py"), f"--out={tmp_path}",
+                             "--target", "tests.fakes:Flawed:delay=1.5"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while load_report(tmp_path) is None:  # wait until the first test has finished and been recorded
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, output
+    report = load_report(tmp_path)
+    assert report["run"]["status"] == "interrupted" and report["run"]["verdict"] == "error"
+    assert report["tests"] and report["run"]["finished"] is not None
+    run_dir = next(tmp_path.iterdir())
+    assert "did not finish (interrupted)" in (run_dir / "report.html").read_text()
+    assert (run_dir / "junit.xml").is_file()
