@@ -144,7 +144,7 @@ def reference(target):
     spec = target.reference_spec()
     if spec is None:
         pytest.skip(f"{target.name}: its weights are unknown, so there is no reference to compare with")
-    if target.name == "reference" and spec == target.reference_spec():
+    if target.name == "reference":  # the reference is its own oracle; a subclass with a flaw is not
         yield target
         return
     ref = make_target(spec)
@@ -245,6 +245,9 @@ class RunLog:
 
 
 def _short(report) -> str:
+    """The failure in a few lines: a gate's reasons whole, an exception's E-lines."""
     text = str(report.longrepr)
+    if text.startswith("gate failed"):
+        return text
     lines = [line for line in text.splitlines() if line.startswith("E ") or "gate failed" in line or "Error" in line]
     return "\n".join(lines[-8:]) or text[-2000:]

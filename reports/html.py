@@ -25,9 +25,8 @@ def render(run) -> str:
     env.filters["fmt"] = _fmt
     env.filters["inline"] = lambda rel: _inline(run.dir, rel)
     report = run.to_dict()
-    by_category = {}
-    for test in report["tests"]:
-        by_category.setdefault(test["category"] or "other", []).append(test)
+    by_category = {name: [t for t in report["tests"] if (t["category"] or "other") == name]
+                   for name in report["categories"]}  # in the categories' order, not the order tests finished
     return env.get_template("report.html.j2").render(r=report, by_category=by_category,
                                                      failed_gates=run.failed_gates())
 

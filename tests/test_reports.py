@@ -52,6 +52,7 @@ def test_json_follows_its_schema(run_dir):
     assert report["categories"] == {"quality": {"pass": 1, "fail": 2, "skip": 1, "verdict": "fail"}}
     tests = {t["nodeid"].split("::")[1]: t for t in report["tests"]}
     assert tests["test_broken"]["outcome"] == "failed" and "RuntimeError" in tests["test_broken"]["message"]
+    assert "latency.p50 = 9s is above the maximum 2" in tests["test_gate"]["message"]
     assert tests["test_gpu"]["skip_reason"] in ("needs a CUDA device", "--skip-gpu")
     assert (run_dir / tests["test_pass"]["images"][0]["path"]).is_file()
     assert json.loads((run_dir / tests["test_pass"]["artifacts"][0]["path"]).read_text()) == {"encode": 0.1}
