@@ -113,7 +113,14 @@ class MemorySampler:
 
     def host_slope(self) -> float:
         """Least-squares growth of host RSS in bytes per second: a leak shows as a steady positive slope."""
-        import numpy as np
+        return _slope([(s[0], s[1]) for s in self.samples])
 
-        t, rss = np.array([s[0] for s in self.samples]), np.array([s[1] for s in self.samples], dtype=float)
-        return float(np.polyfit(t, rss, 1)[0]) if len(t) > 2 and np.ptp(t) > 0 else 0.0
+    def device_slope(self) -> float:
+        return _slope([(s[0], s[2]) for s in self.samples if s[2] is not None])
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    import numpy as np
+
+    t, y = np.array([p[0] for p in points]), np.array([p[1] for p in points], dtype=float)
+    return float(np.polyfit(t, y, 1)[0]) if len(t) > 2 and np.ptp(t) > 0 else 0.0

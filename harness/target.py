@@ -25,6 +25,7 @@ class Capabilities:
     components: bool = False     # text encoders, transformer and VAE can be called one by one
     local_gpu: bool = False      # runs on a GPU of this host, so CUDA timers and peaks apply
     concurrency: int = 1         # requests it serves at once
+    max_queue: int = 0           # requests it holds waiting beyond those; more are Overloaded
     lora: bool = False
     max_batch: int = 8           # images per request; more is InvalidRequest, not an OOM
     max_side: int = 2048         # pixels; FLUX.1 is trained up to about 2 MP

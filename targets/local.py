@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from harness.target import Capabilities, Target
-from harness.types import GenerationRequest
+from harness.target import Capabilities, Target, check_request
+from harness.types import GenerationRequest, GenerationResult, Overloaded
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
@@ -54,12 +55,17 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 class LocalTarget(Target):
-    """A FLUX in this process, from a preset (built on first use) or a diffusers-layout directory."""
+    """A FLUX in this process, from a preset (built on first use) or a diffusers-layout directory.
+
+    It serves as a one-worker server would: one request runs at a time (a pipeline's scheduler holds
+    state, so calls must not overlap), up to `max_queue` more wait, and beyond that a request is refused
+    at once with Overloaded. So concurrency tests see queueing and load shedding, not a pile of threads.
+    """
 
     components = False  # whether text encoders, transformer and VAE can be called one by one
 
     def __init__(self, preset: str | None = None, model: str | None = None, dtype: str = "fp32",
-                 device: str = "cpu", max_sequence_length: str | int = 512):
+                 device: str = "cpu", max_sequence_length: str | int = 512, max_queue: str | int = 4):
         if preset is None and model is None:
             preset = "tiny-dev"  # the embedded default
         self.path = resolve_model(preset, model)
@@ -68,7 +74,27 @@ class LocalTarget(Target):
         self.max_sequence_length = int(max_sequence_length)
         if not 1 <= self.max_sequence_length <= 512:
             raise ValueError(f"max_sequence_length={max_sequence_length!r}: must be from 1 to 512 (T5's limit in FLUX)")
-        self.capabilities = Capabilities(components=self.components, local_gpu=self.device.type == "cuda")
+        self.max_queue = int(max_queue)
+        if self.max_queue < 0:
+            raise ValueError(f"max_queue={max_queue!r}: must be >= 0")
+        self.capabilities = Capabilities(components=self.components, local_gpu=self.device.type == "cuda",
+                                         max_queue=self.max_queue)
+        self._admitted = threading.BoundedSemaphore(1 + self.max_queue)  # running + waiting
+        self._running = threading.Lock()
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        check_request(request, self.capabilities)  # a bad request takes no place in the queue
+        if not self._admitted.acquire(blocking=False):
+            raise Overloaded(f"{self.name}: 1 request running and {self.max_queue} waiting; try again later")
+        try:
+            with self._running:
+                return self.render(request)
+        finally:
+            self._admitted.release()
+
+    def render(self, request: GenerationRequest) -> GenerationResult:
+        """Images for a checked, admitted request."""
+        raise NotImplementedError
 
     def weights(self) -> str:
         return f"preset={self.preset}" if self.preset else f"model={self.model}"

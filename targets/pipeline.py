@@ -25,7 +25,7 @@ class PipelineTarget(LocalTarget):
         self.pipe = None
 
     def run(self, request: GenerationRequest, output_type: str):
-        """The pipeline's own output for a checked request: "pt" images in [0, 1] or "latent" packed latents."""
+        """The pipeline's own output: "pt" images in [0, 1] or "latent" packed latents."""
         check_request(request, self.capabilities)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds(request)]  # one per image, on the CPU
         return self.pipe(prompt=request.prompt, num_images_per_prompt=request.num_images, height=request.height,
@@ -33,7 +33,7 @@ class PipelineTarget(LocalTarget):
                          guidance_scale=request.guidance_scale, generator=generators, output_type=output_type,
                          max_sequence_length=self.max_sequence_length).images
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
+    def render(self, request: GenerationRequest) -> GenerationResult:
         start = time.perf_counter()
         images = to_uint8(self.run(request, "pt"))
         return GenerationResult(images=images, timings={"pipeline": time.perf_counter() - start}, info=self.info())

@@ -6,7 +6,6 @@ import time
 import torch
 from torch import Tensor
 
-from harness.target import check_request
 from harness.types import GenerationRequest, GenerationResult
 from targets.local import LocalTarget, seeds, to_uint8
 from targets.reference.load import Components, load
@@ -58,8 +57,7 @@ class ReferenceTarget(LocalTarget):
         x = unpack(latents, height, width) / vae.config.scaling_factor + vae.config.shift_factor
         return (vae.decode(x, return_dict=False)[0] * 0.5 + 0.5).clamp(0, 1)
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
-        check_request(request, self.capabilities)
+    def render(self, request: GenerationRequest) -> GenerationResult:
         prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
         clock = [time.perf_counter()]
 
