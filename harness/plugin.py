@@ -245,9 +245,9 @@ class RunLog:
 
 
 def _short(report) -> str:
-    """The failure in a few lines: a gate's reasons whole, an exception's E-lines."""
+    """The failure in a line or a few: a gate's reasons whole, else the exception as pytest sums it up."""
     text = str(report.longrepr)
     if text.startswith("gate failed"):
         return text
-    lines = [line for line in text.splitlines() if line.startswith("E ") or "gate failed" in line or "Error" in line]
-    return "\n".join(lines[-8:]) or text[-2000:]
+    crash = getattr(report.longrepr, "reprcrash", None)
+    return crash.message if crash is not None else text[-2000:]
