@@ -31,6 +31,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help=f"run only this suite; repeatable ({', '.join(sorted(set(CATEGORIES.values())))})")
     parser.add_argument("--profile", default="cpu-tiny", metavar="NAME|PATH", help="threshold profile")
     parser.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to compare with")
+    parser.add_argument("--baseline-target", metavar="SPEC", help="a second target to measure speed-up against")
     parser.add_argument("--skip-slow", action="store_true", help="skip tests marked slow")
     parser.add_argument("--skip-gpu", action="store_true", help="skip tests marked gpu")
     parser.add_argument("--out", default="results", metavar="DIR", help="reports go to DIR/<run id>/")
@@ -50,7 +51,8 @@ def check(args: argparse.Namespace) -> str | None:
         Profile.load(args.profile)
         if args.baseline:
             Baseline(args.baseline)
-        make_target(args.target)  # constructs, does not start: a bad SPEC fails here, an unreachable one later
+        for spec in filter(None, (args.target, args.baseline_target)):
+            make_target(spec)  # constructs, does not start: a bad SPEC fails here, an unreachable one later
     except (ValueError, FileNotFoundError) as e:
         return str(e)
     return None
@@ -69,6 +71,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         out += ["-m", expression]
     if args.baseline:
         out.append(f"--baseline={args.baseline}")
+    if args.baseline_target:
+        out.append(f"--baseline-target={args.baseline_target}")
     if args.workers:
         out += ["-n", args.workers]
     return out + extra

@@ -3,6 +3,7 @@ record every test.
 
 Fixtures:
     target      the target under test (--target), started once per session and closed at the end
+    baseline_target  the --baseline-target, for speed-up (else the test skips)
     reference   the reference FLUX on the target's weights, where they are known (else the test skips)
     recorder    this test's Recorder: metrics, images and artifacts for the report
     profile     the threshold profile (--profile): thresholds and the settings suites read
@@ -50,6 +51,9 @@ def pytest_addoption(parser):
     group.addoption("--target", default="reference", metavar="SPEC",
                     help="the target under test, e.g. reference:preset=tiny-dev, pipeline:model=PATH,dtype=bf16, "
                          "http://127.0.0.1:8000?protocol=openai (default: reference, the embedded tiny-dev)")
+    group.addoption("--baseline-target", default=None, metavar="SPEC",
+                    help="a second target to measure speed-up against, e.g. the plain pipeline when --target is "
+                         "the optimized one")
     group.addoption("--profile", default="cpu-tiny", metavar="NAME|PATH",
                     help="threshold profile: a name in harness/profiles/ or a .toml path (default: cpu-tiny)")
     group.addoption("--baseline", default=None, metavar="REPORT",
@@ -132,6 +136,20 @@ def target(pytestconfig):
     except Exception as e:  # whatever the reason, the run cannot go on without its target
         pytestconfig.stash[RUN].status = "target_unavailable"
         pytest.exit(f"--target {spec!r} is unavailable: {type(e).__name__}: {e}", returncode=3)
+    yield t
+    t.close()
+
+
+@pytest.fixture(scope="session")
+def baseline_target(pytestconfig):
+    """The --baseline-target, started once (tests that need it skip without it)."""
+    from harness.target import make_target
+
+    spec = pytestconfig.getoption("baseline_target")
+    if not spec:
+        pytest.skip("no --baseline-target to compare with")
+    t = make_target(spec)
+    t.start()
     yield t
     t.close()
 
@@ -229,6 +247,7 @@ class RunLog:
             self.run.status = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "complete"
         self.config.hook.pytest_fluxgate_run_updated(run=self.run, final=True)
 
+    @pytest.hookimpl(trylast=True)  # after pytest-benchmark's tables and pytest's own summary
     def pytest_terminal_summary(self, terminalreporter):
         """One screen at the end: per category pass/fail/skip, the gates that failed, where the report is."""
         run, tr = self.run, terminalreporter

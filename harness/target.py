@@ -22,6 +22,7 @@ from harness.types import GenerationRequest, GenerationResult, InvalidRequest
 class Capabilities:
     deterministic: bool = True   # the same request gives the same image
     batching: bool = True        # num_images > 1 or a list of prompts in one request
+    guidance: bool = True        # guidance_scale changes the image (guidance-distilled dev); schnell ignores it
     components: bool = False     # text encoders, transformer and VAE can be called one by one
     local_gpu: bool = False      # runs on a GPU of this host, so CUDA timers and peaks apply
     concurrency: int = 1         # requests it serves at once
@@ -65,6 +66,13 @@ def check_request(request: GenerationRequest, caps: Capabilities) -> None:
         fail("num_images", count, "must be an integer >= 1")
     if len(prompts) * count > caps.max_batch:
         fail("num_images", count, f"{len(prompts)} prompt(s) x {count} exceeds the batch limit of {caps.max_batch}")
+    if request.lora is not None and not isinstance(request.lora, str):
+        fail("lora", request.lora, "must be None or the name of a LoRA")
+    if request.lora is not None and not caps.lora:
+        fail("lora", request.lora, "this target does not support LoRA")
+    scale = request.lora_scale
+    if not isinstance(scale, Real) or isinstance(scale, bool) or not math.isfinite(scale):
+        fail("lora_scale", scale, "must be a finite number")
     seed = request.seed
     if seed is not None and (not integer(seed) or not 0 <= seed < 2**63 - caps.max_batch):
         fail("seed", seed, f"must be None or an integer from 0 to {2**63 - caps.max_batch - 1}")
@@ -89,6 +97,10 @@ class Target(abc.ABC):
 
     def close(self) -> None:
         """Release weights, connections and servers."""
+
+    def loras(self) -> list[str]:
+        """Names of the LoRAs a request may ask for."""
+        return []
 
     def reference_spec(self) -> str | None:
         """The SPEC of the reference on this target's weights, where they are known (the quality oracle)."""

@@ -16,6 +16,8 @@ class GenerationRequest:
     guidance_scale: float = 3.5
     seed: int | None = 0             # image i of a request uses seed + i
     num_images: int = 1              # per prompt
+    lora: str | None = None          # a LoRA the target offers (Target.loras()), applied for this request
+    lora_scale: float = 1.0          # its strength: 0 leaves the model as it is
 
     @property
     def prompts(self) -> list[str]:

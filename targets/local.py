@@ -1,6 +1,7 @@
 """What the in-process targets share: their options, model resolution, seeds, image conversion."""
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from harness.target import Capabilities, Target, check_request
-from harness.types import GenerationRequest, GenerationResult, Overloaded
+from harness.types import GenerationRequest, GenerationResult, InvalidRequest, Overloaded
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
@@ -63,6 +64,7 @@ class LocalTarget(Target):
     """
 
     components = False  # whether text encoders, transformer and VAE can be called one by one
+    lora = False        # whether a request may name a LoRA from loras()
 
     def __init__(self, preset: str | None = None, model: str | None = None, dtype: str = "fp32",
                  device: str = "cpu", max_sequence_length: str | int = 512, max_queue: str | int = 4):
@@ -77,13 +79,16 @@ class LocalTarget(Target):
         self.max_queue = int(max_queue)
         if self.max_queue < 0:
             raise ValueError(f"max_queue={max_queue!r}: must be >= 0")
+        guidance = json.loads((self.path / "transformer" / "config.json").read_text()).get("guidance_embeds", False)
         self.capabilities = Capabilities(components=self.components, local_gpu=self.device.type == "cuda",
-                                         max_queue=self.max_queue)
+                                         max_queue=self.max_queue, guidance=guidance, lora=self.lora)
         self._admitted = threading.BoundedSemaphore(1 + self.max_queue)  # running + waiting
         self._running = threading.Lock()
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         check_request(request, self.capabilities)  # a bad request takes no place in the queue
+        if request.lora is not None:
+            self.lora_path(request.lora)
         if not self._admitted.acquire(blocking=False):
             raise Overloaded(f"{self.name}: 1 request running and {self.max_queue} waiting; try again later")
         try:
@@ -95,6 +100,14 @@ class LocalTarget(Target):
     def render(self, request: GenerationRequest) -> GenerationResult:
         """Images for a checked, admitted request."""
         raise NotImplementedError
+
+    def loras(self) -> list[str]:
+        return sorted(p.stem for p in (self.path / "loras").glob("*.safetensors"))
+
+    def lora_path(self, name: str) -> Path:
+        if name not in self.loras():
+            raise InvalidRequest(f"lora={name!r}: no such LoRA for this model (known: {', '.join(self.loras()) or 'none'})")
+        return self.path / "loras" / f"{name}.safetensors"
 
     def weights(self) -> str:
         return f"preset={self.preset}" if self.preset else f"model={self.model}"

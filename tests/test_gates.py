@@ -18,7 +18,7 @@ def profile(tmp_path, text: str) -> Profile:
 def test_shipped_profiles_load():
     cpu, gpu = Profile.load("cpu-tiny"), Profile.load("flux-dev-h100")
     assert cpu.threshold("latency.p50") == {"max": 2.0} and cpu.get("size") == 256
-    assert gpu.threshold("latency.p50") == {"max": 30.0} and gpu.threshold("ssim") == {"min": 0.95}
+    assert gpu.threshold("latency.p50") == {"max": 30.0} and gpu.threshold("quality.ssim.min") == {"min": 0.95}
 
 
 def test_thresholds_fail_outside_their_bounds(tmp_path):

@@ -14,7 +14,7 @@ from targets.reference import presets
 
 # sha256 over every weight tensor (sorted by component and name): a preset must be the same on every
 # machine. A change here means VERSION in presets.py must be bumped, or cached presets go stale.
-FINGERPRINTS = {"tiny-dev": "36b072029e5b0dce", "tiny-schnell": "deec4b52181f5b17"}
+FINGERPRINTS = {"tiny-dev": "103c1a8f8568e0d3", "tiny-schnell": "9628f2dd11ed8dd3"}  # model and its LoRA
 
 
 def fingerprint(path: Path) -> str:
@@ -47,6 +47,7 @@ def test_layout_is_a_flux_directory(name):
     assert index["vae"] == ["diffusers", "AutoencoderKL"]
     assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
     assert index["text_encoder_2"] == ["transformers", "T5EncoderModel"]
+    assert (path / "loras" / "tiny-style.safetensors").is_file()
     for part in ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler"):
         assert (path / part).is_dir(), part
     transformer = json.loads((path / "transformer" / "config.json").read_text())

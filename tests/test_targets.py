@@ -144,3 +144,42 @@ def test_bf16_reference_equals_diffusers_loosely(started, preset):
     req = request(height=128, width=128, num_inference_steps=4, seed=2)
     assert_equivalent(started(f"reference:preset={preset},dtype=bf16"), started(f"pipeline:preset={preset},dtype=bf16"),
                       req, BF16)
+
+
+def test_lora_strength_and_errors(started):
+    t = started("reference:preset=tiny-dev")
+    assert t.loras() == ["tiny-style"]
+    base = t.generate(request(seed=9)).images
+    at = {s: t.generate(request(seed=9, lora="tiny-style", lora_scale=s)).images for s in (0.0, 0.5, 1.0)}
+    assert np.array_equal(at[0.0], base)                       # scale 0: the model as it was, to the bit
+    half, full = (np.abs(at[s].astype(int) - base.astype(int)).mean() for s in (0.5, 1.0))
+    assert 0 < half < full                                     # the effect grows with the scale
+    assert np.array_equal(t.generate(request(seed=9)).images, base)  # and the weights are restored after
+    with pytest.raises(InvalidRequest, match="lora='missing'.*known: tiny-style"):
+        t.generate(request(lora="missing"))
+    with pytest.raises(InvalidRequest, match="lora_scale=nan"):
+        t.generate(request(lora="tiny-style", lora_scale=math.nan))
+    with pytest.raises(InvalidRequest, match="does not support LoRA"):
+        started("pipeline:preset=tiny-dev").generate(request(lora="tiny-style"))
+
+
+def test_lora_merge_matches_the_low_rank_update():
+    # the merge goes through the key mapping: a LoRA on to_k must land in the k rows of our fused qkv
+    import torch
+    from diffusers import FluxTransformer2DModel
+    from targets.reference.weights import from_diffusers, lora_deltas, to_diffusers
+
+    params = presets.PRESETS["tiny-dev"].params()
+    model = FluxTransformer2DModel(**params.to_diffusers())
+    presets.fill(model, "test")
+    theirs = model.state_dict()
+    a, b = torch.randn(2, params.hidden_size), torch.randn(params.hidden_size, 2)
+    deltas = lora_deltas({"transformer.transformer_blocks.0.attn.to_k.lora_A.weight": a,
+                          "transformer.transformer_blocks.0.attn.to_k.lora_B.weight": b}, scale=0.5)
+    merged = from_diffusers({k: v + deltas.get(k, 0) for k, v in theirs.items()}, params)
+    before = from_diffusers(theirs, params)
+    change = merged["double_blocks.0.img_attn.qkv.weight"] - before["double_blocks.0.img_attn.qkv.weight"]
+    dim = params.hidden_size
+    assert torch.allclose(change[dim:2 * dim], 0.5 * b @ a, atol=1e-6)
+    assert change[:dim].abs().max() == 0 and change[2 * dim:].abs().max() == 0
+    assert to_diffusers(merged, params).keys() == theirs.keys()

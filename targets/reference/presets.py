@@ -11,6 +11,7 @@ on every machine, whatever torch's own initialisers do.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import string
 import zlib
@@ -23,7 +24,7 @@ from torch import nn
 
 from targets.reference.model import FluxParams
 
-VERSION = 1  # part of the cache path: bump it when what a preset builds changes
+VERSION = 2  # part of the cache path: bump it when what a preset builds changes
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,28 @@ def ensure(name: str) -> Path:
 
 
 def save(tiny: Tiny, path: Path) -> Path:
-    """Write the model in the diffusers layout through diffusers' own save_pretrained."""
-    build(tiny).save_pretrained(path, safe_serialization=True)
+    """Write the model in the diffusers layout through diffusers' own save_pretrained, and a LoRA for it."""
+    pipe = build(tiny)
+    pipe.save_pretrained(path, safe_serialization=True)
+    save_lora(pipe.transformer, path / "loras" / "tiny-style.safetensors", key=f"{tiny.seed}/lora")
+    return path
+
+
+def save_lora(transformer: nn.Module, path: Path, key: str, rank: int = 4) -> Path:
+    """A rank-`rank` LoRA on every attention projection, in the layout diffusers and PEFT save (a trained
+    one's B is not zero, so neither is this one's)."""
+    from safetensors.torch import save_file
+
+    state = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, nn.Linear) and re.search(r"attn\.(to_[qkv]|add_[qkv]_proj|to_out\.0)$", name):
+            a, b = nn.Linear(module.in_features, rank, bias=False), nn.Linear(rank, module.out_features, bias=False)
+            fill(a, f"{key}/{name}/A")
+            fill(b, f"{key}/{name}/B")
+            state[f"transformer.{name}.lora_A.weight"] = a.weight.detach().contiguous()
+            state[f"transformer.{name}.lora_B.weight"] = b.weight.detach().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, path)
     return path
 
 

@@ -2,21 +2,27 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
-from harness.types import GenerationRequest, GenerationResult
+from harness.types import GenerationRequest, GenerationResult, InvalidRequest
 from targets.local import LocalTarget, seeds, to_uint8
+from targets.reference import sampling
 from targets.reference.load import Components, load
 from targets.reference.sampling import denoise, get_noise, get_schedule, img_ids, pack, txt_ids, unpack
+from targets.reference.weights import from_diffusers, lora_deltas, to_diffusers
 
 
 class ReferenceTarget(LocalTarget):
     name = "reference"
     components = True
+    lora = True
 
     parts: Components | None = None  # loaded by start()
+    sampling = sampling                # the pure functions, for the unit suite: pack, unpack, img_ids, get_schedule
 
     def start(self) -> None:
         self.parts = load(self.path, self.dtype, self.device)
@@ -51,13 +57,46 @@ class ReferenceTarget(LocalTarget):
                        txt, txt_ids(txt.shape[1]).to(self.device, self.dtype), vec, sigmas, guidance)
 
     @torch.inference_mode()
+    def velocity(self, img: Tensor, txt: Tensor, vec: Tensor, sigma: float, guidance: float, height: int,
+                 width: int) -> Tensor:
+        """One transformer call: the predicted velocity (B, L, 64) for packed latents at noise level sigma."""
+        b = img.shape[0]
+        g = torch.full((b,), guidance, device=self.device) if self.parts.transformer.params.guidance_embed else None
+        return self.parts.transformer(img, img_ids(height, width).to(self.device, self.dtype), txt,
+                                      txt_ids(txt.shape[1]).to(self.device, self.dtype),
+                                      torch.full((b,), sigma, device=self.device), vec, g)
+
+    @torch.inference_mode()
     def decode(self, latents: Tensor, height: int, width: int) -> Tensor:
         """Packed latents -> images (B, 3, H, W) in [0, 1]."""
         vae = self.parts.vae
         x = unpack(latents, height, width) / vae.config.scaling_factor + vae.config.shift_factor
         return (vae.decode(x, return_dict=False)[0] * 0.5 + 0.5).clamp(0, 1)
 
+    @contextmanager
+    def lora_applied(self, name: str | None, scale: float):
+        """The transformer with the LoRA merged in, for one request; the original weights after."""
+        if name is None:
+            yield
+            return
+        model, params = self.parts.transformer, self.parts.transformer.params
+        original = {k: v.clone() for k, v in model.state_dict().items()}
+        theirs = to_diffusers(original, params)
+        for key, delta in lora_deltas(load_file(self.lora_path(name)), scale).items():
+            if key not in theirs or theirs[key].shape != delta.shape:
+                raise InvalidRequest(f"lora={name!r}: {key} {tuple(delta.shape)} does not fit this model")
+            theirs[key] = (theirs[key].float() + delta).to(theirs[key].dtype)
+        model.load_state_dict(from_diffusers(theirs, params))
+        try:
+            yield
+        finally:
+            model.load_state_dict(original)
+
     def render(self, request: GenerationRequest) -> GenerationResult:
+        with self.lora_applied(request.lora, request.lora_scale):
+            return self.render_plain(request)
+
+    def render_plain(self, request: GenerationRequest) -> GenerationResult:
         prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
         clock = [time.perf_counter()]
 

@@ -111,6 +111,23 @@ def to_diffusers(state: dict[str, Tensor], params: FluxParams) -> dict[str, Tens
     return out
 
 
+def lora_deltas(state: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
+    """A diffusers/PEFT LoRA (transformer.<module>.lora_A/B.weight, optional .alpha) -> the change it makes
+    to each weight, by diffusers name: scale * alpha / rank * B @ A."""
+    deltas = {}
+    for key, down in state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key.removesuffix(".lora_A.weight").removeprefix("transformer.")
+        up = state[key.replace("lora_A", "lora_B")]
+        alpha = state.get(key.replace("lora_A.weight", "alpha"))
+        rank_scale = float(alpha) / down.shape[0] if alpha is not None else 1.0
+        deltas[f"{module}.weight"] = scale * rank_scale * (up.float() @ down.float())
+    if not deltas:
+        raise ValueError("no lora_A / lora_B pairs for the transformer")
+    return deltas
+
+
 def read_safetensors(folder: Path) -> dict[str, Tensor]:
     """All tensors of a diffusers model folder: one file, or shards listed in an index."""
     index = next(folder.glob("*.safetensors.index.json"), None)
