@@ -31,10 +31,16 @@ class Capabilities:
     max_batch: int = 8           # images per request; more is InvalidRequest, not an OOM
     max_side: int = 2048         # pixels; FLUX.1 is trained up to about 2 MP
     max_steps: int = 1000        # the scheduler's training timesteps: more steps mean nothing
+    remote: bool = False         # served by another process or host: a fresh client is not a fresh server,
+                                 # and this process's memory is not the server's
 
 
-def check_request(request: GenerationRequest, caps: Capabilities) -> None:
-    """Raise InvalidRequest naming the first value that breaks a rule of the contract."""
+def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool = True) -> None:
+    """Raise InvalidRequest naming the first value that breaks a rule of the contract.
+
+    ranges=False checks only what a client needs to put the request on the wire (types, numbers JSON can
+    hold, the batch total it may split into calls) and leaves the ranges for the server to judge.
+    """
     def fail(name: str, value: Any, rule: str):
         raise InvalidRequest(f"{name}={value!r}: {rule}")
 
@@ -51,15 +57,16 @@ def check_request(request: GenerationRequest, caps: Capabilities) -> None:
         value = getattr(request, name)
         if not integer(value):
             fail(name, value, "must be an integer")
-        if not 16 <= value <= caps.max_side:
+        if ranges and not 16 <= value <= caps.max_side:
             fail(name, value, f"must be between 16 and {caps.max_side}")
-        if value % 16:
+        if ranges and value % 16:
             fail(name, value, "must be a multiple of 16")
     steps = request.num_inference_steps
-    if not integer(steps) or not 1 <= steps <= caps.max_steps:
+    if not integer(steps) or ranges and not 1 <= steps <= caps.max_steps:
         fail("num_inference_steps", steps, f"must be an integer from 1 to {caps.max_steps}")
     guidance = request.guidance_scale
-    if not isinstance(guidance, Real) or isinstance(guidance, bool) or not math.isfinite(guidance) or guidance < 0:
+    if not isinstance(guidance, Real) or isinstance(guidance, bool) or not math.isfinite(guidance) \
+            or ranges and guidance < 0:
         fail("guidance_scale", guidance, "must be a finite number >= 0")
     count = request.num_images
     if not integer(count) or count < 1:
@@ -74,7 +81,7 @@ def check_request(request: GenerationRequest, caps: Capabilities) -> None:
     if not isinstance(scale, Real) or isinstance(scale, bool) or not math.isfinite(scale):
         fail("lora_scale", scale, "must be a finite number")
     seed = request.seed
-    if seed is not None and (not integer(seed) or not 0 <= seed < 2**63 - caps.max_batch):
+    if seed is not None and (not integer(seed) or ranges and not 0 <= seed < 2**63 - caps.max_batch):
         fail("seed", seed, f"must be None or an integer from 0 to {2**63 - caps.max_batch - 1}")
 
 
@@ -84,6 +91,8 @@ class Target(abc.ABC):
     name: str = "target"
     spec: str = ""                       # the SPEC it was made from, set by make_target
     capabilities: Capabilities = Capabilities()
+    first_call: tuple[GenerationRequest, float] | None = None  # remote targets: the first request and its
+                                                               # seconds, the cold start if the server was cold
 
     def start(self) -> None:
         """Load weights, connect, warm nothing: cold start is measured by the first generate()."""
@@ -122,6 +131,9 @@ class Target(abc.ABC):
 TARGETS: dict[str, type[Target] | str] = {
     "reference": "targets.reference:ReferenceTarget",
     "pipeline": "targets.pipeline:PipelineTarget",
+    "http": "targets.http:HttpTarget",
+    "https": "targets.http:HttpTarget",
+    "modal": "targets.modal:ModalTarget",
 }
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for fluxgate's own tests: presets in a cache of their own, started in-process targets."""
+"""Fixtures for fluxgate's own tests: presets in a cache of their own, started in-process targets, the service."""
 from __future__ import annotations
 
 import os
@@ -34,3 +34,12 @@ def started():
     yield get
     for target in targets.values():
         target.close()
+
+
+@pytest.fixture(scope="session")
+def service(preset_cache):
+    """fluxgate's HTTP service serving tiny-dev (one worker, a queue of 4) on a free port of 127.0.0.1."""
+    from targets.service.launch import Service
+
+    with Service("reference:preset=tiny-dev", "--max-queue", "4") as running:
+        yield running

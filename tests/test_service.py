@@ -1,0 +1,184 @@
+"""The HTTP service for real, on 127.0.0.1: the suites pass through it in every protocol with images equal to
+the in-process reference's; errors name the field and the rule; a full queue answers 429; a slow request 504;
+shutdown finishes the work in flight; a target that cannot load is reported, not waited for."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from harness.types import Unavailable
+from targets.service.launch import Service
+from test_run_tests import run_tests
+
+OPENAI = "/v1/images/generations"
+
+
+def metrics(report: dict, test: str) -> dict[str, float]:
+    found = [t for t in report["tests"] if t["nodeid"].split("::")[1].split("[")[0] == test]
+    assert found, f"{test} did not run"
+    return {m["name"]: m["value"] for t in found for m in t["metrics"]}
+
+
+def test_integration_edge_and_stress_suites_pass_over_http(service, tmp_path):
+    code, output, report = run_tests("--target", f"{service.url}?protocol=openai", "--category", "integration",
+                                     "--category", "edge_case", "--category", "stress", out=tmp_path)
+    assert code == 0, output[-3000:]
+    assert report["target"]["name"] == "http" and report["target"]["capabilities"]["remote"]
+    assert metrics(report, "test_equivalent_to_the_reference")["equivalence.max_abs_diff"] == 0  # lossless: exact
+    overflow = metrics(report, "test_overflow_is_refused_cleanly_then_served")
+    assert overflow["overflow.answers.overloaded"] >= 1 and overflow["overflow.answers.ok"] >= 1
+    assert overflow["overflow.answers.error"] == overflow["overflow.answers.timeout"] == 0
+    assert metrics(report, "test_highest_sustained_rate")["capacity.sustained_rate"] > 0
+
+
+@pytest.mark.parametrize("protocol", ["a1111", "raw"])
+def test_the_other_protocols_give_the_reference_images(service, tmp_path, protocol):
+    code, output, report = run_tests("--target", f"{service.url}?protocol={protocol}", "--category", "integration",
+                                     out=tmp_path)
+    assert code == 0, output[-3000:]
+    assert metrics(report, "test_equivalent_to_the_reference")["equivalence.max_abs_diff"] == 0
+    assert metrics(report, "test_a_batch_equals_single_requests")["batch.max_abs_diff"] <= 1
+
+
+BAD = [  # path, body, status, the field the error must name, words of the rule
+    (OPENAI, {"prompt": "a", "size": "1000x64"}, 400, "width", "multiple of 16"),
+    (OPENAI, {"prompt": "a", "size": "64x64", "n": 0}, 400, "n", ">= 1"),
+    (OPENAI, {"prompt": "a", "size": "big"}, 400, "size", "WIDTHxHEIGHT"),
+    (OPENAI, {"prompt": "a", "n": "2"}, 422, "n", "valid integer"),
+    (OPENAI, {"prompt": "a", "num_inference_steps": 2.0}, 422, "num_inference_steps", "valid integer"),
+    (OPENAI, {"prompt": "a", "guidance_scale": -1}, 400, "guidance_scale", ">= 0"),
+    (OPENAI, {"size": "64x64"}, 422, "prompt", "required"),
+    (OPENAI, {"prompt": "a", "stpes": 4}, 422, "stpes", "not permitted"),
+    (OPENAI, {"prompt": "a", "response_format": "url"}, 422, "response_format", "b64_json"),
+    (OPENAI, {"prompt": "a", "size": "64x64", "lora": "nope"}, 404, "lora", "no such LoRA"),
+    ("/sdapi/v1/txt2img", {"prompt": "a", "steps": 0}, 400, "steps", "from 1 to"),
+    ("/sdapi/v1/txt2img", {"prompt": "a", "width": 64, "height": 64, "batch_size": 9}, 400, "batch_size", "limit"),
+    ("/generate", {"prompt": "a", "width": 64, "height": 64, "seed": -1}, 400, "seed", "None or an integer"),
+    ("/generate", [1, 2], 422, "body", "valid dictionary"),
+]
+
+
+@pytest.mark.parametrize("path,body,status,field,rule", BAD, ids=[f"{p}-{f}-{s}" for p, _, s, f, _ in BAD])
+def test_a_bad_request_is_answered_with_the_field_and_the_rule(service, path, body, status, field, rule):
+    response = httpx.post(service.url + path, json=body, timeout=30)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == field and error["message"].startswith(field) and rule in error["message"], error
+
+
+def test_health_ready_and_info(service):
+    with httpx.Client(base_url=service.url) as client:  # kept alive: without TCP_NODELAY each answer waits
+        rounds = []                                       # for a delayed ACK, 40 ms on Linux
+        for _ in range(20):
+            sent = time.perf_counter()
+            assert client.get("/health").json() == {"status": "ok"}
+            rounds.append(time.perf_counter() - sent)
+    assert sorted(rounds)[10] < 0.02, f"median round trip {sorted(rounds)[10] * 1000:.0f} ms: Nagle is on"
+    assert httpx.get(f"{service.url}/ready").json()["status"] == "ready"
+    info = httpx.get(f"{service.url}/info").json()
+    assert info["reference_spec"] == "reference:preset=tiny-dev,dtype=fp32,device=cpu"
+    assert info["capabilities"]["max_queue"] == 4 and info["loras"] == ["tiny-style"]
+
+
+def test_a_full_queue_answers_429_with_retry_after_then_serves(service):
+    body = {"prompt": "a burst", "size": "256x256", "num_inference_steps": 4, "seed": 0}
+    with httpx.Client(base_url=service.url, timeout=120, limits=httpx.Limits(max_connections=16)) as client:
+        answers = [None] * 11  # 1 running + 4 queued are admitted; 6 are not
+
+        def send(i):
+            answers[i] = client.post(OPENAI, json=body)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(answers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sorted(a.status_code for a in answers)
+        refused = [a for a in answers if a.status_code == 429]
+        assert set(statuses) == {200, 429} and len(refused) >= 6 - 1, statuses  # one may slip in as one ends
+        assert all(int(a.headers["retry-after"]) >= 1 for a in refused)
+        assert "max_queue 4" in refused[0].json()["error"]["message"]
+        assert client.post(OPENAI, json=body).status_code == 200
+
+
+def test_the_workers_serve_at_once():
+    """Two workers take two requests together: neither waits in the queue. (One worker makes one wait.)"""
+    body = {"prompt": "together", "size": "256x256", "num_inference_steps": 4, "seed": 0}
+
+    def queue_times(*args):
+        with Service("reference:preset=tiny-dev", *args) as s, httpx.Client(base_url=s.url, timeout=120) as client:
+            client.post(OPENAI, json=body)  # warm
+            answers = []
+            threads = [threading.Thread(target=lambda: answers.append(client.post(OPENAI, json=body)))
+                       for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            timings = [dict(p.split(";dur=") for p in a.headers["server-timing"].split(", ")) for a in answers]
+            return sorted(float(t["queue"]) for t in timings), min(float(t["compute"]) for t in timings)
+
+    (_, waited), compute = queue_times("--workers", "1")
+    assert waited > compute / 2, f"one worker: the second request should wait for the first ({waited} ms)"
+    queued, compute = queue_times("--workers", "2")
+    assert max(queued) < compute / 4, f"two workers: neither request should wait ({queued} ms, compute {compute})"
+
+
+def test_a_request_past_the_timeout_gets_504_and_the_service_goes_on():
+    with Service("reference:preset=tiny-dev", "--timeout", "0.3") as s:
+        slow = httpx.post(s.url + OPENAI, json={"prompt": "slow", "size": "512x512", "num_inference_steps": 8},
+                          timeout=60)
+        assert slow.status_code == 504 and "timeout of 0.3 s" in slow.json()["error"]["message"]
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{s.url}/ready").json()["pending"] and time.monotonic() < deadline:
+            time.sleep(0.05)  # the worker finishes the abandoned request before it is free again
+        quick = httpx.post(s.url + OPENAI, json={"prompt": "quick", "size": "64x64", "num_inference_steps": 1})
+        assert quick.status_code == 200
+
+
+def test_shutdown_finishes_the_request_in_flight():
+    s = Service("reference:preset=tiny-dev").start()
+    answer = {}
+    body = {"prompt": "in flight", "size": "512x512", "num_inference_steps": 8, "seed": 0}
+    sender = threading.Thread(target=lambda: answer.setdefault("r", httpx.post(s.url + OPENAI, json=body, timeout=120)))
+    sender.start()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{s.url}/ready").json()["pending"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    code = s.stop()
+    sender.join()
+    assert answer["r"].status_code == 200 and len(answer["r"].json()["data"]) == 1
+    assert code is not None, "the service did not exit"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{s.url}/health")
+
+
+@pytest.mark.parametrize("spec,code,words", [
+    ("reference:model=/no/such/model", 2, "model_index.json"),
+    ("tests.fakes:Flawed:refuse_start=no GPU in this container", 3, "no GPU in this container"),
+])
+def test_a_target_that_cannot_start_is_reported_not_waited_for(spec, code, words):
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match=f"exited with code {code}") as failed:
+        Service(spec).start()
+    assert words in str(failed.value) and time.monotonic() - started < 60
+
+
+def test_server_errors_under_load_fail_the_stress_suite(tmp_path):
+    with Service("tests.fakes:Flawed:fail_after=10") as s:
+        code, output, report = run_tests("--target", s.url, "--category", "stress", "-k", "ramp", out=tmp_path)
+    assert code == 1, output[-3000:]
+    assert "requests ended as {'error'" in report["tests"][0]["message"]
+    assert metrics(report, "test_concurrency_ramp")["ramp.c1.answers.error"] == 0  # the first 10 were served
+
+
+def test_an_unreachable_server_is_unavailable(tmp_path):
+    with socket.socket() as sock:  # a port that was free a moment ago, and that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, output, _ = run_tests("--target", f"http://127.0.0.1:{port}", "--category", "integration", out=tmp_path)
+    assert code == 3 and "cannot connect" in output, output[-2000:]
