@@ -134,6 +134,7 @@ TARGETS: dict[str, type[Target] | str] = {
     "http": "targets.http:HttpTarget",
     "https": "targets.http:HttpTarget",
     "modal": "targets.modal:ModalTarget",
+    "triton": "targets.triton.target:TritonTarget",
 }
 
 

@@ -3,7 +3,6 @@ the in-process reference's; errors name the field and the rule; a full queue ans
 shutdown finishes the work in flight; a target that cannot load is reported, not waited for."""
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 
 from harness.types import Unavailable
+from targets.process import free_port
 from targets.service.launch import Service
 from test_run_tests import run_tests
 
@@ -177,8 +177,6 @@ def test_server_errors_under_load_fail_the_stress_suite(tmp_path):
 
 
 def test_an_unreachable_server_is_unavailable(tmp_path):
-    with socket.socket() as sock:  # a port that was free a moment ago, and that nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    code, output, _ = run_tests("--target", f"http://127.0.0.1:{port}", "--category", "integration", out=tmp_path)
+    code, output, _ = run_tests("--target", f"http://127.0.0.1:{free_port()}", "--category", "integration",
+                                out=tmp_path)
     assert code == 3 and "cannot connect" in output, output[-2000:]

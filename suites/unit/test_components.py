@@ -54,7 +54,7 @@ def test_packing_and_ids(parts, height, width):
 
 def test_schedule_and_shift(parts):
     s = parts.sampling
-    shift = parts.parts.shift
+    shift = parts.shift
     for steps in (1, 4, 28):
         sigmas = s.get_schedule(steps, 1024, shift)
         assert len(sigmas) == steps + 1 and sigmas[0] == 1 and sigmas[-1] == 0 and (sigmas[1:] < sigmas[:-1]).all()

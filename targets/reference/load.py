@@ -30,10 +30,14 @@ class Components:
     shift: Shift
 
 
-def load(path: Path, dtype: torch.dtype, device: torch.device) -> Components:
+def load(path: Path, dtype: torch.dtype, device: torch.device, only: set[str] | None = None) -> Components:
+    """Every component, or `only` those named (the others are None): a server that splits the pipeline into
+    models loads in each only its part."""
     index = json.loads((path / "model_index.json").read_text())
 
     def published(name: str):
+        if only is not None and name not in only:
+            return None
         library, cls = index[name]
         loader = getattr(importlib.import_module(library), cls).from_pretrained
         if name.startswith("tokenizer"):
@@ -47,5 +51,6 @@ def load(path: Path, dtype: torch.dtype, device: torch.device) -> Components:
     return Components(
         tokenizer=published("tokenizer"), text_encoder=published("text_encoder"),
         tokenizer_2=published("tokenizer_2"), text_encoder_2=published("text_encoder_2"),
-        transformer=load_transformer(path / "transformer", dtype, device), vae=published("vae"),
+        transformer=load_transformer(path / "transformer", dtype, device) if only is None or "transformer" in only
+        else None, vae=published("vae"),
         shift=Shift.from_scheduler_config(scheduler))

@@ -15,7 +15,7 @@ import re
 import shutil
 import string
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

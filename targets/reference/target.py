@@ -27,23 +27,37 @@ class ReferenceTarget(LocalTarget):
     def start(self) -> None:
         self.parts = load(self.path, self.dtype, self.device)
 
+    @property
+    def shift(self) -> sampling.Shift:
+        """The scheduler's time shift (from scheduler_config.json)."""
+        return self.parts.shift
+
     def close(self) -> None:
         self.parts = None
 
     @torch.inference_mode()
     def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor, list[int]]:
         """T5 context (B, L, d), CLIP pooled vector (B, d), and which prompts were truncated."""
-        p = self.parts
-        truncated = []
-        tokens = []
-        for tokenizer, limit in ((p.tokenizer, p.tokenizer.model_max_length), (p.tokenizer_2, self.max_sequence_length)):
-            ids = tokenizer(prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
-            tokens.append(ids.input_ids.to(self.device))
-            full = tokenizer(prompts).input_ids
-            truncated += [i for i, t in enumerate(full) if len(t) > limit]
-        vec = p.text_encoder(tokens[0], output_hidden_states=False).pooler_output.to(self.dtype)
-        txt = p.text_encoder_2(tokens[1], output_hidden_states=False)[0].to(self.dtype)
-        return txt, vec, sorted(set(truncated))
+        vec, clipped = self.clip(prompts)
+        txt, truncated = self.t5(prompts)
+        return txt, vec, sorted(set(clipped + truncated))
+
+    def tokens(self, tokenizer, prompts: list[str], limit: int) -> tuple[Tensor, list[int]]:
+        """Token ids (B, limit), padded and cut, and which prompts were cut."""
+        ids = tokenizer(prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
+        return ids.input_ids.to(self.device), [i for i, t in enumerate(tokenizer(prompts).input_ids) if len(t) > limit]
+
+    @torch.inference_mode()
+    def clip(self, prompts: list[str]) -> tuple[Tensor, list[int]]:
+        """CLIP's pooled vector (B, d), and which prompts were truncated."""
+        tokens, truncated = self.tokens(self.parts.tokenizer, prompts, self.parts.tokenizer.model_max_length)
+        return self.parts.text_encoder(tokens, output_hidden_states=False).pooler_output.to(self.dtype), truncated
+
+    @torch.inference_mode()
+    def t5(self, prompts: list[str]) -> tuple[Tensor, list[int]]:
+        """T5's context (B, L, d), and which prompts were truncated."""
+        tokens, truncated = self.tokens(self.parts.tokenizer_2, prompts, self.max_sequence_length)
+        return self.parts.text_encoder_2(tokens, output_hidden_states=False)[0].to(self.dtype), truncated
 
     @torch.inference_mode()
     def sample(self, request: GenerationRequest, txt: Tensor, vec: Tensor) -> Tensor:

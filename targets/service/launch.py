@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from harness.types import Unavailable
+from targets.process import terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,15 +59,8 @@ class Service:
         return status == 200 or not self.wait_ready
 
     def stop(self, timeout: float = 60.0) -> int | None:
-        """SIGTERM, so requests in flight finish; SIGKILL if it does not exit in `timeout` s. The exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        """SIGTERM (requests in flight finish), SIGKILL after `timeout` s; the exit code."""
+        return terminate(self.process, timeout)
 
     def tail(self, lines: int = 15) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
