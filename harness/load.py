@@ -151,8 +151,9 @@ def open_loop(fn: Callable, make_request: Callable[[int], object], rate: float, 
     slack = max(0.002, 0.1 / rate) if slack is None else slack
     outcomes = [Outcome(scheduled=float(t)) for t in times]
     pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="fluxgate-open")
-    for f in [pool.submit(time.sleep, 0.001) for _ in range(max_in_flight)]:  # every sender started before the
-        f.result()                                                              # clock, not on a send's time
+    started = threading.Barrier(max_in_flight)  # every sender started before the clock, not on a send's time:
+    for f in [pool.submit(started.wait) for _ in range(max_in_flight)]:  # each waits, so each is a new thread
+        f.result()
     start = time.perf_counter()
     futures = []
     for i, (t, outcome) in enumerate(zip(times, outcomes)):

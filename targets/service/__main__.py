@@ -2,8 +2,8 @@
 
 It prints `fluxgate service: listening on http://HOST:PORT` once the port is bound (--port 0 picks a free
 one), loads the workers in the background (/ready answers 200 when they are loaded), and on SIGTERM or
-Ctrl-C stops taking connections, finishes the requests in flight, then exits 0. A target that cannot
-start exits 3 with the reason; a bad option exits 2.
+Ctrl-C stops taking connections, finishes the requests in flight, then exits as the signal asks (uvicorn
+raises it again once it is done). A target that cannot start exits 3 with the reason; a bad option exits 2.
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ speaks.
                                   endpoint such as /flux-dev); the path is a setting
     GET  /health, /ready, /info   alive; able to serve now; what is served and how
 
-Every answer carries a Server-Timing header (queue, compute and the target's own stages, in ms) and an
-X-Fluxgate-Info header (the target's info: model, dtype, truncated prompts). Errors are JSON,
+Every image answer carries a Server-Timing header (queue, compute and the target's own stages, in ms) and
+an X-Fluxgate-Info header (the target's info: model, dtype, truncated prompts). Errors are JSON,
 {"error": {"message", "type", "param"}}: 422 for a body that does not fit the schema, 400 for a value that
 breaks a rule, 404 for an unknown LoRA, 429 (with Retry-After) when the queue is full, 503 while loading or
 shutting down, 504 past the request timeout, 500 when the target fails.
@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from harness.types import GenerationRequest, InvalidRequest, Overloaded
 from targets.http import PROTOCOLS
-from targets.service.pool import Busy, Pool, Settings, invalid_field
+from targets.service.pool import Busy, Pool, Settings, UnknownLora, invalid_field
 
 log = logging.getLogger("fluxgate.service")
 
@@ -165,7 +165,7 @@ def make_app(settings: Settings, raw_path: str = "/generate") -> FastAPI:
             wire = PROTOCOLS[protocol].names.get(field, field)
             message = str(e) if wire == field else wire + str(e)[len(field):]
             return error(400, message, "invalid_request_error", wire)
-        except LookupError as e:
+        except UnknownLora as e:
             return error(404, str(e), "not_found", "lora")
         except Busy as e:
             status = 429 if pool.ready and not pool.closing else 503

@@ -31,7 +31,9 @@ class Service:
         self.wait_ready, self.start_timeout = ready, start_timeout
         self.url: str | None = None
         self.process: subprocess.Popen | None = None
-        self.log = Path(tempfile.mkstemp(prefix="fluxgate-service-", suffix=".log")[1])
+        fd, log = tempfile.mkstemp(prefix="fluxgate-service-", suffix=".log")
+        os.close(fd)  # the process writes it; this side only reads
+        self.log = Path(log)
 
     def start(self) -> Service:
         command = [sys.executable, "-m", "targets.service", "--target", self.target, "--port", "0", *self.args]

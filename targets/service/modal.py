@@ -42,11 +42,13 @@ class ModalProxy:
         else:
             call_id = f"fc-{secrets.token_hex(8)}"
             self.calls[call_id] = asyncio.create_task(self._call(scope, await _body(receive)))
-        done, _ = await asyncio.wait({self.calls[call_id]}, timeout=self.redirect_after)
+        call = self.calls[call_id]
+        done, _ = await asyncio.wait({call}, timeout=self.redirect_after)
         if not done:
             location = f"{scope['path']}?{urllib.parse.urlencode({CALL_ID: call_id})}"
             return await _send(send, 303, [(b"location", location.encode())], b"")
-        status, response_headers, body = self.calls.pop(call_id).result()
+        self.calls.pop(call_id, None)  # fetched: a result URL answers once, as the stand-in keeps nothing longer
+        status, response_headers, body = call.result()
         await _send(send, status, response_headers, body)
 
     async def _call(self, scope, body: bytes) -> tuple[int, list, bytes]:

@@ -28,6 +28,10 @@ class Settings:
             raise ValueError(f"timeout={self.timeout!r}: must be > 0 seconds")
 
 
+class UnknownLora(LookupError):
+    """A request names a LoRA the server does not have (404)."""
+
+
 class Busy(Exception):
     """No room: the queue is full, the workers are still loading, or the service is shutting down."""
 
@@ -54,7 +58,7 @@ class Pool:
         self.pending = 0                       # admitted and not yet finished: waiting + running
         self.service_time = 1.0                # seconds, a moving average: what Retry-After is made of
         self._idle: asyncio.Queue[Target] | None = None
-        self._loading: asyncio.Lock | None = None
+        self._loading: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="fluxgate-worker")
 
     @property
@@ -62,27 +66,29 @@ class Pool:
         return self.settings.workers + self.settings.max_queue
 
     async def load(self) -> None:
-        """Start every worker, once (concurrent callers wait for the same load)."""
+        """Start every worker, once: one load task that every caller waits on, and that a caller giving
+        up (its timeout, a shutdown) does not cancel."""
         if self._loading is None:
-            self._loading, self._idle = asyncio.Lock(), asyncio.Queue()
-        async with self._loading:
-            if self.ready:
-                return
-            loop = asyncio.get_running_loop()
-            try:
-                for target in self.targets:
-                    await loop.run_in_executor(self._executor, target.start)
-                    self._idle.put_nowait(target)
-            except Exception as e:  # kept, so /ready and every request can say why
-                self.load_error = f"{self.settings.target} did not start: {type(e).__name__}: {e}"
-                raise
-            self.ready = True
+            self._idle = asyncio.Queue()
+            self._loading = asyncio.ensure_future(self._start_all())
+        await asyncio.shield(self._loading)
+
+    async def _start_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for target in self.targets:
+                await loop.run_in_executor(self._executor, target.start)
+                self._idle.put_nowait(target)
+        except Exception as e:  # kept, so /ready and every request can say why
+            self.load_error = f"{self.settings.target} did not start: {type(e).__name__}: {e}"
+            raise
+        self.ready = True
 
     def admit(self, request: GenerationRequest) -> None:
         """Refuse at once what can never run (InvalidRequest) and what has no room now (Busy)."""
         check_request(request, self.capabilities)
         if request.lora is not None and request.lora not in self.loras():
-            raise LookupError(f"lora={request.lora!r}: no such LoRA on this server "
+            raise UnknownLora(f"lora={request.lora!r}: no such LoRA on this server "
                               f"(known: {', '.join(self.loras()) or 'none'})")
         if self.closing:
             raise Busy("the service is shutting down", retry_after=1)
@@ -98,7 +104,7 @@ class Pool:
 
     async def run(self, request: GenerationRequest, encode=None) -> tuple[GenerationResult, dict, object]:
         """The result, the service's own timings (queue, compute; seconds) and encode(result) done on the
-        worker thread. Raises Busy, InvalidRequest, LookupError, TimeoutError, or the target's error."""
+        worker thread. Raises Busy, InvalidRequest, UnknownLora, TimeoutError, or the target's error."""
         self.admit(request)
         self.pending += 1
         loop = asyncio.get_running_loop()

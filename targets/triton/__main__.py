@@ -22,22 +22,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # before start: no tritonserver left behind
     server = TritonServer(args.preset, args.model, args.dtype, args.device)
     try:
         server.start()
+        print(f"Triton ready in {server.startup:.1f} s\n  --target triton://{server.http_url}\n"
+              f"  --target 'triton://{server.grpc_url}?protocol=grpc'", flush=True)
+        code = server.process.wait()
+        print(f"python -m targets.triton: tritonserver exited with code {code}: {server.tail()}", file=sys.stderr)
+        return 3
     except Unavailable as e:
         print(f"python -m targets.triton: {e}", file=sys.stderr)
         return 3
-    print(f"Triton ready in {server.startup:.1f} s\n  --target triton://{server.http_url}\n"
-          f"  --target 'triton://{server.grpc_url}?protocol=grpc'", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        server.process.wait()
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
         server.__exit__()
-    return 0
 
 
 if __name__ == "__main__":

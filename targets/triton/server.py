@@ -104,6 +104,7 @@ class TritonServer:
             self.wait()
         except BaseException:
             self.stop()
+            shutil.rmtree(self.dir, ignore_errors=True)
             raise
         self.startup = time.perf_counter() - launched
         return self

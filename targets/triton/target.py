@@ -38,8 +38,8 @@ class TritonTarget(Target):
         self.address = url.split("://", 1)[-1].rstrip("/")
         self.model, self.protocol, self.reference = model, protocol, reference
         self.timeout = float(timeout)
-        self.local = threading.local()  # a client per thread: tritonclient.http's gevent pool is not thread-safe
-        self.clients = []
+        self.local = threading.local()  # a client per thread (tritonclient.http's gevent pool is not
+                                        # thread-safe), dropped with its thread
         self.params: dict[str, str] = {}
         self.device = torch.device("cpu")   # where the client's tensors live
         self.capabilities = Capabilities(components=True, remote=True)
@@ -53,7 +53,6 @@ class TritonTarget(Target):
         if getattr(self.local, "client", None) is None:
             self.local.client = self.lib.InferenceServerClient(self.address, network_timeout=self.timeout) \
                 if self.protocol == "http" else self.lib.InferenceServerClient(self.address)
-            self.clients.append(self.local.client)
         return self.local.client
 
     def start(self) -> None:
@@ -109,7 +108,8 @@ class TritonTarget(Target):
             inputs.append(tensor)
         wanted = [self.lib.InferRequestedOutput(name) for name in outputs]
         try:
-            result = self.client.infer(model, inputs, outputs=wanted)
+            timeout = {} if self.protocol == "http" else {"client_timeout": self.timeout}
+            result = self.client.infer(model, inputs, outputs=wanted, **timeout)
         except Exception as e:
             raise self.translate(model, e) from None
         return [result.as_numpy(name) for name in outputs]
@@ -126,7 +126,10 @@ class TritonTarget(Target):
 
     def statistics(self) -> dict[str, float]:
         """Cumulative seconds per stage of the BLS model, as Triton counts them."""
-        stats = self.client.get_inference_statistics(self.model)
+        try:
+            stats = self.client.get_inference_statistics(self.model)
+        except Exception as e:
+            raise self.translate(self.model, e) from None
         stats = stats if isinstance(stats, dict) else json.loads(self.lib_json(stats))
         inference = stats["model_stats"][0]["inference_stats"]
         return {k: int(inference.get(k, {}).get("ns", 0)) / 1e9 for k in STATS}
@@ -184,10 +187,6 @@ class TritonTarget(Target):
                 "parameters": self.params}
 
     def close(self) -> None:
-        for client in self.clients:
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001 - a client made on another thread can be dropped, not closed, here
-                pass
-        self.clients.clear()
-        self.local = threading.local()
+        if getattr(self.local, "client", None) is not None:
+            self.local.client.close()
+        self.local = threading.local()  # the other threads' clients go with their threads
