@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """fluxgate: run the suites against a target, gate the results, write the reports.
 
-    python run_tests.py                                    all suites against the embedded reference
+    python run_tests.py                                    all suites: diffusers' pipeline on the embedded
+                                                           tiny-dev, judged against the reference oracle
     python run_tests.py --category performance --category quality --target pipeline:preset=tiny-dev
     python run_tests.py --baseline results/<id>/report.json   fail on a regression past tolerance
 
 Other arguments go to pytest as they are (e.g. -k latency, -x, -v).
 Exit codes: 0 all passed, 1 a test or gate failed (or the run was interrupted), 2 usage error,
-3 target unavailable.
+3 target unavailable, 4 internal error (fluxgate or pytest itself broke: a bug to report, not a verdict).
 """
 from __future__ import annotations
 
@@ -16,22 +17,26 @@ import sys
 from pathlib import Path
 
 from harness.record import FOLDERS
+from harness.target import DEFAULT as DEFAULT_TARGET
 
 ROOT = Path(__file__).resolve().parent
 CATEGORIES = {**FOLDERS, **{marker: marker for marker in FOLDERS.values()}}  # folder or marker name -> marker
-OK, FAILED, USAGE, UNAVAILABLE = 0, 1, 2, 3
+OK, FAILED, USAGE, UNAVAILABLE, INTERNAL = 0, 1, 2, 3, 4
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="run_tests.py", description=__doc__.split("\n\n")[0],
                                      epilog="Other arguments are passed to pytest.")
-    parser.add_argument("--target", default="reference", metavar="SPEC",
-                        help="what to test (default: reference, the embedded tiny-dev on the CPU)")
+    parser.add_argument("--target", default=DEFAULT_TARGET, metavar="SPEC",
+                        help=f"what to test (default: {DEFAULT_TARGET}, diffusers on the embedded preset, on the CPU)")
     parser.add_argument("--category", action="append", default=[], metavar="C",
                         help=f"run only this suite; repeatable ({', '.join(sorted(set(CATEGORIES.values())))})")
     parser.add_argument("--profile", default="cpu-tiny", metavar="NAME|PATH", help="threshold profile")
     parser.add_argument("--baseline", metavar="REPORT", help="an earlier report.json to compare with")
+    parser.add_argument("--force-baseline", action="store_true",
+                        help="compare with a baseline from another target, profile or hardware all the same")
     parser.add_argument("--baseline-target", metavar="SPEC", help="a second target to measure speed-up against")
+    parser.add_argument("--golden", metavar="DIR", help="where the oracle's golden images are kept")
     parser.add_argument("--skip-slow", action="store_true", help="skip tests marked slow")
     parser.add_argument("--skip-gpu", action="store_true", help="skip tests marked gpu")
     parser.add_argument("--out", default="results", metavar="DIR", help="reports go to DIR/<run id>/")
@@ -71,6 +76,10 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         out += ["-m", expression]
     if args.baseline:
         out.append(f"--baseline={args.baseline}")
+    if args.force_baseline:
+        out.append("--force-baseline")
+    if args.golden:
+        out.append(f"--golden={args.golden}")
     if args.baseline_target:
         out.append(f"--baseline-target={args.baseline_target}")
     if args.workers:
@@ -86,9 +95,25 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
     import pytest
 
-    code = pytest.main(pytest_args(args, extra))
+    run = Probe()
+    code = pytest.main(pytest_args(args, extra), plugins=[run])
+    if code == pytest.ExitCode.INTERNAL_ERROR:  # pytest's 3; the plugin's "unavailable" is 3 as well
+        return UNAVAILABLE if run.status == "target_unavailable" else INTERNAL
     return {pytest.ExitCode.OK: OK, pytest.ExitCode.TESTS_FAILED: FAILED, pytest.ExitCode.INTERRUPTED: FAILED,
             pytest.ExitCode.USAGE_ERROR: USAGE, pytest.ExitCode.NO_TESTS_COLLECTED: USAGE}.get(code, code)
+
+
+class Probe:
+    """Reads how the run ended, so that the plugin's "target unavailable" and pytest's internal error, both
+    pytest's exit 3, become two codes."""
+
+    status: str | None = None
+
+    def pytest_unconfigure(self, config):
+        from harness.plugin import RUN  # imported by pytest by now, so its asserts are rewritten
+
+        run = config.stash.get(RUN, None)
+        self.status = run.status if run else None
 
 
 if __name__ == "__main__":

@@ -2,30 +2,53 @@
 
 A profile holds what passes for one kind of run (the embedded CPU default, a GPU and model) and the
 settings the suites read (sizes, run counts, concurrency), so that no test carries a number of its own.
+
+Names in [thresholds] and [tolerances] are exact metric names or globs, matched as fnmatch does: anchored at
+both ends, `*` spanning dots. So `"latency.*"` covers `latency.p99` but not `open_loop.latency.p99`, which
+`"*latency.p99"` covers. An exact name wins; among globs, the longest (the most specific) does.
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import hashlib
 import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.metrics import catalogue
+from harness.metrics.catalogue import Definition
 from harness.record import Metric
+from harness.settings import NAMES, Settings
+from harness.types import GenerationRequest
 
 PROFILES = Path(__file__).parent / "profiles"
-SCHEMA_MAJOR = 1  # a baseline from another major version of the report schema is refused
+SCHEMA_MAJOR = 2  # a baseline from another major version of the report schema is refused
+SECTIONS = ("name", "description", "settings", "thresholds", "baseline", "tolerances", "metrics")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    relative: float        # of the baseline's value
+    absolute: float = 0.0  # in the metric's unit: room for metrics whose baseline is 0 or near it
+
+    def slack(self, base: float) -> float:
+        return self.absolute + self.relative * abs(base)
 
 
 @dataclass
 class Profile:
     name: str
+    text: str = ""                      # the TOML as written: the report keeps it, with its hash
+    path: str | None = None
     description: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
-    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)   # metric (or glob) -> min / max
-    tolerance: float = 0.10                                                 # baseline, relative
-    tolerances: dict[str, float] = field(default_factory=dict)              # per metric (or glob)
+    settings: Settings = field(default_factory=Settings)
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric or glob -> min, max, optional
+    tolerance: float = 0.10             # baseline, relative, where [tolerances] is silent
+    tolerances: dict[str, dict[str, float]] = field(default_factory=dict)  # metric or glob -> relative, absolute
+    metrics: list[Definition] = field(default_factory=list)  # metrics of one's own suites
 
     @classmethod
     def load(cls, name_or_path: str) -> Profile:
@@ -34,39 +57,121 @@ class Profile:
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.toml")))
             raise ValueError(f"profile {name_or_path!r}: no such profile (known: {known}; or a path to a .toml)")
+        text = path.read_text()
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"profile {path}: not valid TOML: {e}") from None
-        for metric, bounds in data.get("thresholds", {}).items():
-            if not isinstance(bounds, dict) or not bounds or set(bounds) - {"min", "max"}:
-                raise ValueError(f"profile {path}: threshold {metric!r} = {bounds!r}: give min and/or max")
-        return cls(name=data.get("name", path.stem), description=data.get("description", ""),
-                   settings=data.get("settings", {}), thresholds=data.get("thresholds", {}),
-                   tolerance=data.get("baseline", {}).get("tolerance", 0.10),
-                   tolerances=data.get("tolerances", {}))
+        return cls.parse(data, text=text, path=str(path), default_name=path.stem)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """A suite setting; the default applies where the profile is silent."""
-        return self.settings.get(key, default)
+    @classmethod
+    def parse(cls, data: dict[str, Any], text: str = "", path: str | None = None,
+              default_name: str = "profile") -> Profile:
+        where = f"profile {path or default_name}"
+
+        def refuse(section: str, key: str, known: list[str]):
+            import difflib
+
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{where}: {section} {key!r} is not one fluxgate knows{hint}")
+
+        for key in data:
+            if key not in SECTIONS:
+                refuse("section", key, list(SECTIONS))
+        metrics = [Definition(name, d.get("unit", ""), d.get("better")) for name, d in data.get("metrics", {}).items()]
+        for d in metrics:
+            if d.better not in ("lower", "higher", None):
+                raise ValueError(f"{where}: [metrics] {d.name!r}: better = {d.better!r} must be 'lower' or 'higher'")
+        settings = data.get("settings", {})
+        for key, value in settings.items():
+            if key not in NAMES:
+                refuse("[settings]", key, NAMES)
+            _check_type(where, key, value)
+        thresholds = data.get("thresholds", {})
+        for metric, bounds in thresholds.items():
+            if not isinstance(bounds, dict) or not {"min", "max"} & set(bounds) or set(bounds) - {"min", "max", "optional"}:
+                raise ValueError(f"{where}: threshold {metric!r} = {bounds!r}: give min and/or max (and optional = true "
+                                 "for a metric a run may not record)")
+            if not catalogue.known(metric, metrics):
+                close = catalogue.closest(metric, metrics)
+                hint = f"; did you mean {close!r}?" if close else ""
+                raise ValueError(f"{where}: threshold {metric!r} matches no metric fluxgate records{hint} (a metric "
+                                 "of your own suites goes in [metrics])")
+        tolerances = {}
+        for metric, value in data.get("tolerances", {}).items():
+            if not catalogue.known(metric, metrics):
+                refuse("[tolerances]", metric, [d.name for d in [*metrics, *catalogue.CATALOGUE]])
+            value = {"relative": value} if isinstance(value, (int, float)) else value
+            if not isinstance(value, dict) or set(value) - {"relative", "absolute"}:
+                raise ValueError(f"{where}: tolerance {metric!r} = {value!r}: give a number (relative) or "
+                                 "{ relative = ..., absolute = ... }")
+            tolerances[metric] = value
+        baseline = data.get("baseline", {})
+        if set(baseline) - {"tolerance"}:
+            refuse("[baseline]", sorted(set(baseline) - {"tolerance"})[0], ["tolerance"])
+        return cls(name=data.get("name", default_name), text=text, path=path,
+                   description=data.get("description", ""), settings=Settings(**settings), thresholds=thresholds,
+                   tolerance=baseline.get("tolerance", 0.10), tolerances=tolerances, metrics=metrics)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def get(self, key: str) -> Any:
+        """A suite setting: the profile's, or the default harness/settings.py gives it."""
+        if key not in NAMES:
+            raise KeyError(f"setting {key!r}: not in harness/settings.py")
+        return getattr(self.settings, key)
+
+    def request(self, prompt: str | list[str] = "a cat holding a sign", **fields) -> GenerationRequest:
+        """A request at the profile's size and steps, seed 0, unless told otherwise."""
+        size = self.settings.size
+        defaults = {"height": size, "width": size, "num_inference_steps": self.settings.steps, "seed": 0}
+        return GenerationRequest(prompt, **{**defaults, **fields})
 
     def threshold(self, metric: str) -> dict[str, float]:
-        return _lookup(self.thresholds, metric) or {}
+        bounds = _lookup(self.thresholds, metric) or {}
+        return {k: v for k, v in bounds.items() if k in ("min", "max")}
 
-    def tolerance_for(self, metric: str) -> float:
-        found = _lookup(self.tolerances, metric)
-        return self.tolerance if found is None else found
+    def tolerance_for(self, metric: str) -> Tolerance:
+        found = _lookup(self.tolerances, metric) or {}
+        definition = catalogue.find(metric, self.metrics)
+        return Tolerance(found.get("relative", self.tolerance),
+                         found.get("absolute", definition.absolute if definition else 0.0))
+
+    def unmatched(self, recorded: set[str], ran: set[str]) -> list[str]:
+        """Thresholds no recorded metric met, among those of the categories that ran (a metric of one's own
+        counts wherever it runs), bar those marked optional: gates that could not fire."""
+        return [pattern for pattern, bounds in self.thresholds.items()
+                if not bounds.get("optional") and not any(fnmatch.fnmatchcase(name, pattern) for name in recorded)
+                and (ran & catalogue.categories(pattern) or not catalogue.categories(pattern))]
+
+    def describe(self) -> dict[str, Any]:
+        """What the report keeps of the profile: enough to know exactly what gated the run."""
+        return {"name": self.name, "path": self.path, "sha256": self.sha256, "content": self.text,
+                "settings": dataclasses.asdict(self.settings), "unmatched": []}
+
+
+def _check_type(where: str, key: str, value: Any) -> None:
+    default = getattr(Settings(), key)
+    kinds = {bool: (bool,), int: (int,), float: (int, float), list: (list,)}
+    expected = kinds.get(type(default), (int, float))  # a None default (capacity_start) takes a number
+    if not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool):
+        raise ValueError(f"{where}: [settings] {key} = {value!r}: must be {type(default or 0.0).__name__} like "
+                         f"the default {default!r}")
 
 
 def _lookup(table: dict[str, Any], metric: str) -> Any:
-    """Exact name first, then the first glob that matches."""
+    """Exact name first, then the longest glob that matches (file order breaks ties)."""
     if metric in table:
         return table[metric]
-    return next((v for k, v in table.items() if fnmatch.fnmatchcase(metric, k)), None)
+    globs = [k for k in table if fnmatch.fnmatchcase(metric, k)]
+    return table[max(globs, key=len)] if globs else None
 
 
 class Baseline:
-    """The metrics of an earlier report.json, by (test, metric)."""
+    """The metrics of an earlier report.json, by (test, metric), and what they were measured on."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -77,32 +182,64 @@ class Baseline:
         version = str(report.get("schema_version", "0"))
         if int(version.split(".")[0]) != SCHEMA_MAJOR:
             raise ValueError(f"baseline {str(path)!r}: schema_version {version} is not {SCHEMA_MAJOR}.x")
+        self.report = report
         self.run_id = report["run"]["id"]
         self.values = {(t["nodeid"], m["name"]): m["value"] for t in report["tests"] for m in t["metrics"]}
 
     def get(self, nodeid: str, metric: str) -> float | None:
         return self.values.get((nodeid, metric))
 
+    def differences(self, spec: str, profile: Profile, environment: dict[str, Any]) -> list[str]:
+        """What makes this run incomparable with the baseline's: another target, profile or hardware."""
+        theirs, out = self.report, []
+        if theirs["target"]["spec"] != spec:
+            out.append(f"target {spec!r} (the baseline's: {theirs['target']['spec']!r})")
+        if theirs["profile"]["name"] != profile.name:
+            out.append(f"profile {profile.name!r} (the baseline's: {theirs['profile']['name']!r})")
+        ours = dataclasses.asdict(profile.settings)
+        for key, value in ours.items():
+            if theirs["profile"]["settings"].get(key) != value:
+                out.append(f"setting {key}={value!r} (the baseline's: {theirs['profile']['settings'].get(key)!r})")
+        for key in HARDWARE:
+            mine, base = HARDWARE[key](environment), HARDWARE[key](theirs["environment"])
+            if mine != base:
+                out.append(f"{key} {mine!r} (the baseline's: {base!r})")
+        return out
+
+
+HARDWARE = {  # what a timing depends on
+    "CPU": lambda env: env.get("cpu"),
+    "CPU count": lambda env: env.get("cpu_count"),
+    "GPUs": lambda env: [g.get("name") for g in env.get("gpus", [])],
+}
+
 
 def judge(metric: Metric, nodeid: str, profile: Profile, baseline: Baseline | None) -> Metric:
-    """Set the metric's verdict from the profile's threshold and the baseline; returns the metric."""
+    """Set the metric's verdict from the profile's threshold and the baseline; returns the metric.
+
+    A percentile from fewer samples than it needs (metric.min_n) is reported, marked, and not gated.
+    """
     reasons = []
     bounds = metric.threshold = profile.threshold(metric.name)
+    base = metric.baseline = baseline.get(nodeid, metric.name) if baseline is not None else None
+    if metric.n is not None and metric.min_n is not None and metric.n < metric.min_n:
+        metric.note = f"not gated: {metric.n} samples, and this percentile needs {metric.min_n} to be bounded"
+        metric.reasons, metric.verdict = [], "none"
+        return metric
     if "min" in bounds and not metric.value >= bounds["min"]:
         reasons.append(f"{metric.name} = {metric.value:.4g}{metric.unit} is below the minimum {bounds['min']:.4g}")
     if "max" in bounds and not metric.value <= bounds["max"]:
         reasons.append(f"{metric.name} = {metric.value:.4g}{metric.unit} is above the maximum {bounds['max']:.4g}")
     gated = bool(bounds)
-    if baseline is not None and metric.better is not None:
-        base = metric.baseline = baseline.get(nodeid, metric.name)
-        if base is not None:
-            gated = True
-            tol = profile.tolerance_for(metric.name)
-            slack = abs(base) * tol
-            worse = metric.value > base + slack if metric.better == "lower" else metric.value < base - slack
-            if worse:
-                reasons.append(f"{metric.name} = {metric.value:.4g}{metric.unit} regressed from the baseline's "
-                               f"{base:.4g} by more than {tol:.0%} ({metric.better} is better)")
+    if base is not None and metric.better is not None:
+        gated = True
+        tol = profile.tolerance_for(metric.name)
+        slack = tol.slack(base)
+        worse = metric.value > base + slack if metric.better == "lower" else metric.value < base - slack
+        if worse:
+            reasons.append(f"{metric.name} = {metric.value:.4g}{metric.unit} regressed from the baseline's "
+                           f"{base:.4g} by more than {tol.relative:.0%} + {tol.absolute:g}{metric.unit} "
+                           f"({metric.better} is better)")
     metric.reasons = reasons
     metric.verdict = "fail" if reasons else "pass" if gated else "none"
     return metric

@@ -55,6 +55,7 @@ class LoadResult:
     mode: str                               # closed | open
     outcomes: list[Outcome]
     duration: float                         # seconds from the first schedule to the last answer
+    started: float = 0.0                    # perf_counter() at time 0 of the outcomes' times
     offered_rate: float | None = None       # open loop: requests per second scheduled
     concurrency: int | None = None          # closed loop: requests in flight
     slack: float = 0.0                      # open loop: how late a send may start
@@ -81,8 +82,15 @@ class LoadResult:
         """Answered requests (images) per second."""
         return self.counts()["ok"] / self.duration if self.duration > 0 else 0.0
 
+    def latencies(self) -> list[float]:
+        return [o.latency for o in self.outcomes if o.kind == "ok"]
+
+    def answered(self) -> list[float]:
+        """perf_counter() times of the answers with images."""
+        return [self.started + o.done for o in self.outcomes if o.kind == "ok"]
+
     def latency(self) -> LatencyStats | None:
-        ok = [o.latency for o in self.outcomes if o.kind == "ok"]
+        ok = self.latencies()
         return LatencyStats.of(ok) if ok else None
 
     def summary(self) -> dict:
@@ -124,7 +132,7 @@ def closed_loop(fn: Callable, make_request: Callable[[int], object], concurrency
         t.start()
     for t in threads:
         t.join()
-    return LoadResult("closed", outcomes, time.perf_counter() - start, concurrency=concurrency)
+    return LoadResult("closed", outcomes, time.perf_counter() - start, start, concurrency=concurrency)
 
 
 def schedule(rate: float, duration: float, poisson: bool = False, seed: int = 0) -> np.ndarray:
@@ -172,5 +180,5 @@ def open_loop(fn: Callable, make_request: Callable[[int], object], rate: float, 
             break
     pool.shutdown(wait=False, cancel_futures=True)
     answered = [o.done for o in outcomes if o.kind != "timeout"]
-    return LoadResult("open", outcomes, max(answered, default=time.perf_counter() - start), offered_rate=rate,
+    return LoadResult("open", outcomes, max(answered, default=time.perf_counter() - start), start, offered_rate=rate,
                       slack=slack, meta={"poisson": poisson, "seed": seed, "max_in_flight": max_in_flight})

@@ -26,18 +26,29 @@ def host_rss(include_children: bool = True) -> int:
     return total
 
 
-def cuda_peak(reset: bool = False) -> int | None:
-    """torch.cuda's peak allocated bytes on the current device since the last reset; None without CUDA."""
+def cuda_peak(device=None, reset: bool = False) -> int | None:
+    """torch.cuda's peak allocated bytes on `device` (the target's; None: the current one) since the last
+    reset; None without CUDA or for a device that is not a GPU."""
     try:
         import torch
     except ImportError:
         return None
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() or device is not None and torch.device(device).type != "cuda":
         return None
-    peak = torch.cuda.max_memory_allocated()
+    peak = torch.cuda.max_memory_allocated(device)
     if reset:
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
     return peak
+
+
+def gpu_index(device) -> int | None:
+    """The index of a CUDA device (NVML numbers GPUs the same way unless CUDA_VISIBLE_DEVICES reorders them)."""
+    import torch
+
+    if device is None or torch.device(device).type != "cuda":
+        return None
+    index = torch.device(device).index
+    return torch.cuda.current_device() if index is None else index
 
 
 def _nvml_open():
@@ -51,9 +62,9 @@ def _nvml_open():
         return None
 
 
-def _nvml_read(nvml) -> list[int]:
+def _nvml_read(nvml, gpu: int | None = None) -> list[int]:
     pynvml, handles = nvml
-    return [pynvml.nvmlDeviceGetMemoryInfo(h).used for h in handles]
+    return [pynvml.nvmlDeviceGetMemoryInfo(h).used for i, h in enumerate(handles) if gpu in (None, i)]
 
 
 def nvml_used() -> list[int] | None:
@@ -71,16 +82,17 @@ def nvml_used() -> list[int] | None:
 class MemorySampler:
     """Samples host RSS and NVML device memory in a background thread while the block runs.
 
-        with MemorySampler(interval=0.05) as mem:
+        with MemorySampler(interval=0.05, gpu=0) as mem:
             target.generate(request)
         mem.peak_host, mem.peak_device, mem.samples
     """
     interval: float = 0.05
+    gpu: int | None = None              # the GPU NVML reads (the target's); None: all of them, summed
     samples: list[tuple[float, int, int | None]] = field(default_factory=list)  # (seconds, host, device)
 
     def __enter__(self) -> MemorySampler:
         self._stop = threading.Event()
-        self._start = time.perf_counter()
+        self.started = time.perf_counter()
         self._nvml = _nvml_open()
         self._sample()
         self._thread = threading.Thread(target=self._run, name="fluxgate-memory", daemon=True)
@@ -99,8 +111,8 @@ class MemorySampler:
             self._sample()
 
     def _sample(self) -> None:
-        device = sum(_nvml_read(self._nvml)) if self._nvml else None
-        self.samples.append((time.perf_counter() - self._start, host_rss(), device))
+        device = sum(_nvml_read(self._nvml, self.gpu)) if self._nvml else None
+        self.samples.append((time.perf_counter() - self.started, host_rss(), device))
 
     @property
     def peak_host(self) -> int:
@@ -111,16 +123,14 @@ class MemorySampler:
         used = [s[2] for s in self.samples if s[2] is not None]
         return max(used) if used else None
 
-    def host_slope(self) -> float:
-        """Least-squares growth of host RSS in bytes per second: a leak shows as a steady positive slope."""
-        return _slope([(s[0], s[1]) for s in self.samples])
+    def per_request(self, answered: list[float], device: bool = False) -> float:
+        """Least-squares growth of host (or device) memory in bytes per request answered, from the
+        perf_counter() times of the answers: a leak is memory kept per request, whatever the request rate."""
+        import numpy as np
 
-    def device_slope(self) -> float:
-        return _slope([(s[0], s[2]) for s in self.samples if s[2] is not None])
-
-
-def _slope(points: list[tuple[float, float]]) -> float:
-    import numpy as np
-
-    t, y = np.array([p[0] for p in points]), np.array([p[1] for p in points], dtype=float)
-    return float(np.polyfit(t, y, 1)[0]) if len(t) > 2 and np.ptp(t) > 0 else 0.0
+        done = np.sort(np.asarray(answered, dtype=float))
+        column = 2 if device else 1
+        points = [(np.searchsorted(done, self.started + s[0], side="right"), s[column]) for s in self.samples
+                  if s[column] is not None]
+        n, y = np.array([p[0] for p in points], dtype=float), np.array([p[1] for p in points], dtype=float)
+        return float(np.polyfit(n, y, 1)[0]) if len(n) > 2 and np.ptp(n) > 0 else 0.0

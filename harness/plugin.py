@@ -3,13 +3,15 @@ record every test.
 
 Fixtures:
     target      the target under test (--target), started once per session and closed at the end
-    baseline_target  the --baseline-target, for speed-up (else the test skips)
-    reference   the reference FLUX on the target's weights, where they are known (else the test skips)
+    baseline_target  the --baseline-target in a process of its own, for speed-up (else the test skips)
+    reference   the oracle: golden images of the reference FLUX on the target's weights, rendered in a process
+                of its own (the test skips where the weights are unknown, or the target is the reference)
     recorder    this test's Recorder: metrics, images and artifacts for the report
     profile     the threshold profile (--profile): thresholds and the settings suites read
 
 A suite test's category comes from its folder (suites/<category>/), so `-m performance` and
-`--category performance` select the same tests.
+`--category performance` select the same tests; the categories run in order (unit, integration, performance,
+quality, stress, edge cases).
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ import pytest
 
 from harness import hooks
 from harness.gates import Baseline, Profile, judge
-from harness.record import FOLDERS, PROPERTY, Recorder, Recording, Run, TestRecord, new_run_id
+from harness.record import CATEGORIES, FOLDERS, PROPERTY, Recorder, Recording, Run, TestRecord, new_run_id
+from harness.target import DEFAULT as DEFAULT_TARGET
 
 MARKERS = {
     "unit": "components and pure functions, one by one",
@@ -48,9 +51,9 @@ def pytest_addhooks(pluginmanager):
 
 def pytest_addoption(parser):
     group = parser.getgroup("fluxgate", "fluxgate: the target under test, its gates and its reports")
-    group.addoption("--target", default="reference", metavar="SPEC",
+    group.addoption("--target", default=DEFAULT_TARGET, metavar="SPEC",
                     help="the target under test, e.g. reference:preset=tiny-dev, pipeline:model=PATH,dtype=bf16, "
-                         "http://127.0.0.1:8000?protocol=openai (default: reference, the embedded tiny-dev)")
+                         f"http://127.0.0.1:8000?protocol=openai (default: {DEFAULT_TARGET})")
     group.addoption("--baseline-target", default=None, metavar="SPEC",
                     help="a second target to measure speed-up against, e.g. the plain pipeline when --target is "
                          "the optimized one")
@@ -58,6 +61,10 @@ def pytest_addoption(parser):
                     help="threshold profile: a name in harness/profiles/ or a .toml path (default: cpu-tiny)")
     group.addoption("--baseline", default=None, metavar="REPORT",
                     help="a report.json from an earlier run: every comparable metric must not regress past its tolerance")
+    group.addoption("--force-baseline", action="store_true",
+                    help="compare with a --baseline taken on another target, profile or hardware (refused otherwise)")
+    group.addoption("--golden", default=None, metavar="DIR",
+                    help="where the oracle's golden images are kept (default: $FLUXGATE_GOLDEN or the fluxgate cache)")
     group.addoption("--out", default="results", metavar="DIR", help="reports go to DIR/<run id>/ (default: results)")
     group.addoption("--run-id", default=None, help="name of the run's folder (default: time and pid)")
     group.addoption("--allow-downloads", action="store_true",
@@ -76,12 +83,20 @@ def pytest_configure(config):
         baseline = Baseline(config.getoption("baseline")) if config.getoption("baseline") else None
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
-    config.stash[SETUP] = {"profile": profile, "baseline": baseline}
     worker = getattr(config, "workerinput", None)
+    if baseline is not None and worker is None and not config.getoption("force_baseline"):
+        from harness.environment import environment
+
+        differences = baseline.differences(config.getoption("target"), profile, environment())
+        if differences:
+            raise pytest.UsageError(f"--baseline {config.getoption('baseline')}: measured on another "
+                                    f"{'; '.join(differences)}: its numbers are not comparable "
+                                    "(--force-baseline compares them all the same)")
+    config.stash[SETUP] = {"profile": profile, "baseline": baseline}
     run_dir = Path(worker["fluxgate_run_dir"]) if worker else \
         Path(config.getoption("out")) / (config.getoption("run_id") or new_run_id())
     config.stash[RUN] = Run(id=run_dir.name, dir=run_dir.resolve(), target_spec=config.getoption("target"),
-                            profile=profile.name, baseline=config.getoption("baseline"))
+                            profile=profile.describe(), baseline=config.getoption("baseline"))
     if worker is None:
         config.pluginmanager.register(RunLog(config), "fluxgate-runlog")
         # a timeout's SIGTERM becomes Ctrl-C, so pytest unwinds and the report is still written
@@ -98,6 +113,7 @@ def pytest_collection_modifyitems(config, items):
     import torch
 
     no_cuda = not torch.cuda.is_available()
+    order = {}
     for item in items:
         parts = item.path.parts
         if "suites" in parts and parts.index("suites") + 1 < len(parts) - 1:
@@ -105,26 +121,32 @@ def pytest_collection_modifyitems(config, items):
             if category:
                 item.add_marker(category)
                 item.user_properties.append((CATEGORY_PROPERTY, category))  # travels with every report
+                order[item] = CATEGORIES.index(category)
         if item.get_closest_marker("gpu") and (no_cuda or config.getoption("skip_gpu")):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device" if no_cuda else "--skip-gpu"))
         if item.get_closest_marker("slow") and config.getoption("skip_slow"):
             item.add_marker(pytest.mark.skip(reason="--skip-slow"))
+    # the README's order, not the folders' alphabetical one (edge_cases would run first and warm a server
+    # whose cold start the performance suite measures); tests outside suites/ keep their place after them
+    items.sort(key=lambda item: order.get(item, len(CATEGORIES)))
 
 
 @pytest.fixture(scope="session")
 def profile(pytestconfig) -> Profile:
-    """The threshold profile: `profile.get("latency_runs", 5)` reads a suite setting."""
+    """The threshold profile: `profile.get("latency_runs")` reads a suite setting (harness/settings.py)."""
     return pytestconfig.stash[SETUP]["profile"]
 
 
 @pytest.fixture(scope="session")
-def target(pytestconfig):
+def target(pytestconfig, profile):
     """The target under test, from --target: started once, closed at the end of the session.
 
     A SPEC that names nothing ends the run as a usage error (pytest's exit 4); a target that cannot start
-    ends it as unavailable (exit 3), with the reason.
+    ends it as unavailable (exit 3), with the reason. A target served elsewhere gets the profile's plain
+    request first of all: if its server was cold, that is its cold start, whatever test runs first.
     """
     from harness.target import make_target
+    from harness.timing import timed_generate
 
     spec = pytestconfig.getoption("target")
     try:
@@ -136,39 +158,43 @@ def target(pytestconfig):
     except Exception as e:  # whatever the reason, the run cannot go on without its target
         pytestconfig.stash[RUN].status = "target_unavailable"
         pytest.exit(f"--target {spec!r} is unavailable: {type(e).__name__}: {e}", returncode=3)
+    if t.capabilities.remote:
+        timed_generate(t, profile.request())
     yield t
     t.close()
 
 
 @pytest.fixture(scope="session")
 def baseline_target(pytestconfig):
-    """The --baseline-target, started once (tests that need it skip without it)."""
-    from harness.target import make_target
+    """The --baseline-target, started once in a process of its own, so that its weights and peaks are not
+    the target's (tests that need it skip without it)."""
+    from harness.isolated import Isolated
 
     spec = pytestconfig.getoption("baseline_target")
     if not spec:
         pytest.skip("no --baseline-target to compare with")
-    t = make_target(spec)
-    t.start()
-    yield t
-    t.close()
+    with Isolated(spec) as t:
+        yield t
 
 
 @pytest.fixture(scope="session")
-def reference(target):
-    """The reference FLUX on the target's own weights: the oracle for equivalence and quality."""
-    from harness.target import make_target
+def reference(pytestconfig, target):
+    """The oracle: the reference FLUX on the target's own weights, as golden images on disk (rendered once,
+    in a process of its own, keyed by the weights' hash, dtype, device and request)."""
+    from harness.golden import Oracle, default_store
 
     spec = target.reference_spec()
     if spec is None:
         pytest.skip(f"{target.name}: its weights are unknown, so there is no reference to compare with")
-    if target.name == "reference":  # the reference is its own oracle; a subclass with a flaw is not
-        yield target
-        return
-    ref = make_target(spec)
-    ref.start()
-    yield ref
-    ref.close()
+    if target.name == "reference":  # a subclass with a flaw has another name, and is compared
+        pytest.skip("the target is the reference oracle itself: comparing it with itself proves nothing")
+    oracle = Oracle(spec, Path(pytestconfig.getoption("golden") or default_store()))
+    try:
+        oracle.weights_hash()  # the weights here, or their hash in a store rendered where they are
+    except LookupError as e:
+        pytest.skip(f"no oracle for {target.name}: {e}")
+    yield oracle
+    oracle.close()
 
 
 @pytest.fixture
@@ -241,6 +267,9 @@ class RunLog:
         """Close the run, whatever ended it, and let the report writers write."""
         if not self.run.tests and self.run.status != "target_unavailable":
             return
+        recorded = {m.name for t in self.run.tests.values() for m in t.metrics}
+        ran = {t.category for t in self.run.tests.values() if t.outcome != "skipped"}
+        self.run.profile["unmatched"] = self.config.stash[SETUP]["profile"].unmatched(recorded, ran)
         self.run.finished = time.time()
         self.run.exit_code = int(exitstatus)
         if self.run.status == "running":
@@ -253,13 +282,16 @@ class RunLog:
         run, tr = self.run, terminalreporter
         if not run.tests:
             return
-        tr.section(f"fluxgate: {run.verdict.upper()}  (target {run.target_spec}, profile {run.profile})")
+        tr.section(f"fluxgate: {run.verdict.upper()}  (target {run.target_spec}, profile {run.profile['name']})")
         tr.write_line(f"{'category':<12} {'pass':>5} {'fail':>5} {'skip':>5}  verdict")
         for name, c in run.categories().items():
             tr.write_line(f"{name:<12} {c['pass']:>5} {c['fail']:>5} {c['skip']:>5}  {c['verdict']}")
         for nodeid, metric in run.failed_gates():
             for reason in metric.reasons:
                 tr.write_line(f"gate failed: {reason}  [{nodeid}]", red=True)
+        if run.profile["unmatched"]:
+            tr.write_line(f"thresholds that gated nothing (no test recorded them): {', '.join(run.profile['unmatched'])}",
+                          yellow=True)
         tr.write_line(f"reports: {run.dir}")
 
 

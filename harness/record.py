@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from harness.stats import Estimate, quantile
+
 Better = Literal["lower", "higher"] | None
 PROPERTY = "fluxgate"  # the user_properties key a recording travels under
 
@@ -30,6 +32,10 @@ class Metric:
     reasons: list[str] = field(default_factory=list)
     threshold: dict[str, float] = field(default_factory=dict)   # min / max from the profile
     baseline: float | None = None           # the same metric in the baseline report
+    n: int | None = None                    # samples behind it (a percentile, a median)
+    interval: list[float | None] | None = None  # its confidence interval (harness.stats); None: unbounded side
+    min_n: int | None = None                # samples it needs before it is gated
+    note: str | None = None                 # why it was not gated
 
 
 @dataclass
@@ -71,9 +77,20 @@ class Recorder:
         return metric
 
     def metrics(self, prefix: str, values: dict[str, float], unit: str = "", better: Better = None) -> None:
-        """Several metrics under one prefix, e.g. latency statistics: prefix.p50, prefix.p95, ..."""
+        """Several metrics under one prefix: prefix.key for each key."""
         for key, value in values.items():
             self.metric(f"{prefix}.{key}", value, unit, better)
+
+    def estimate(self, name: str, estimate: Estimate, unit: str = "", better: Better = None) -> Metric:
+        """A statistic with its sample count and interval; gated only once it has the samples it needs."""
+        metric = self.metric(name, estimate.value, unit, better)
+        metric.n, metric.interval, metric.min_n = estimate.n, estimate.interval, estimate.min_n
+        return metric
+
+    def percentiles(self, prefix: str, samples: list[float], unit: str = "s", better: Better = "lower") -> None:
+        """prefix.p50, .p95, .p99 of the samples, each with its count and order-statistic interval."""
+        for q in (50, 95, 99):
+            self.estimate(f"{prefix}.p{q}", quantile(samples, q / 100), unit, better)
 
     def image(self, name: str, image: np.ndarray) -> Path:
         """Save a uint8 (H, W, 3) image as PNG beside the report."""
@@ -132,7 +149,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 10000:04d}"
 
 
-SCHEMA_VERSION = "1.0"  # reports/SCHEMA.md documents it; a major change breaks baselines
+SCHEMA_VERSION = "2.0"  # reports/SCHEMA.md documents it; a major change breaks baselines
 FOLDERS = {"unit": "unit", "integration": "integration", "performance": "performance", "quality": "quality",
            "stress": "stress", "edge_cases": "edge_case"}  # suites/<folder> -> category marker
 CATEGORIES = list(FOLDERS.values())
@@ -143,7 +160,7 @@ class Run:
     id: str
     dir: Path
     target_spec: str
-    profile: str
+    profile: dict[str, Any]                 # Profile.describe(): name, content, hash, unmatched thresholds
     baseline: str | None = None
     started: float = field(default_factory=time.time)
     finished: float | None = None

@@ -93,6 +93,8 @@ class Target(abc.ABC):
     capabilities: Capabilities = Capabilities()
     first_call: tuple[GenerationRequest, float] | None = None  # remote targets: the first request and its
                                                                # seconds, the cold start if the server was cold
+    times_itself: bool = False           # its results carry timings["total"] measured where it runs (a target
+                                         # in a process of its own), which the harness keeps
 
     def start(self) -> None:
         """Load weights, connect, warm nothing: cold start is measured by the first generate()."""
@@ -126,6 +128,8 @@ class Target(abc.ABC):
     def __exit__(self, *exc):
         self.close()
 
+
+DEFAULT = "pipeline:preset=tiny-dev"  # the embedded default: diffusers' FluxPipeline, judged against the reference
 
 # name -> Target subclass, or "module:Class" imported on first use
 TARGETS: dict[str, type[Target] | str] = {

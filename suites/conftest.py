@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.types import GenerationRequest
-
 DATA = Path(__file__).resolve().parents[1] / "harness" / "data"
 
 
@@ -26,16 +24,12 @@ def edge_prompts() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def make_request(profile):
     """make_request(prompt, **fields): a request at the profile's size and steps unless told otherwise."""
-    def make(prompt: str = "a cat holding a sign", **fields) -> GenerationRequest:
-        size = profile.get("size", 256)
-        defaults = {"height": size, "width": size, "num_inference_steps": profile.get("steps", 4), "seed": 0}
-        return GenerationRequest(prompt, **{**defaults, **fields})
-    return make
+    return profile.request
 
 
 @pytest.fixture(scope="session")
 def load_request(profile, make_request):
     """load_request(i): the i-th request of a load test, small (the profile's load_size, load_steps)."""
-    size = profile.get("load_size", 64)
+    size = profile.get("load_size")
     return lambda i: make_request(f"load request {i}", height=size, width=size,
-                                  num_inference_steps=profile.get("load_steps", 1), seed=i)
+                                  num_inference_steps=profile.get("load_steps"), seed=i)

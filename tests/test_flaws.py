@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.gates import Profile
 from test_run_tests import run_tests
 
 FLAWS = [  # flaw, the suite that must catch it, a test that must fail there
@@ -15,6 +16,7 @@ FLAWS = [  # flaw, the suite that must catch it, a test that must fail there
     ("raise_on=fox", "integration", "test_every_smoke_prompt_succeeds"),
     ("raise_on=cat", "edge_case", "test_unusual_prompts_give_images"),
     ("leak_mb=40", "stress", "test_memory_is_stable_under_sustained_load"),
+    ("colour_shift=12", "integration", "test_equivalent_to_the_reference"),
 ]
 
 
@@ -28,14 +30,42 @@ def test_the_suite_catches_the_flaw(tmp_path, flaw, category, test):
     assert report["categories"][category]["verdict"] == "fail"
 
 
+def h100_equivalence(tmp_path) -> str:
+    """flux-dev-h100's equivalence and quality thresholds, at tiny-dev's size: the bf16 gates, on a CPU."""
+    gates = {k: v for k, v in Profile.load("flux-dev-h100").thresholds.items() if k.startswith(("equivalence.", "quality."))}
+    lines = [f'"{k}" = {{ {", ".join(f"{b} = {v}" for b, v in bounds.items())} }}' for k, bounds in gates.items()]
+    path = tmp_path / "h100-equivalence.toml"
+    path.write_text('name = "h100-equivalence"\n[settings]\nsize = 256\nsteps = 4\nquality_prompts = 2\n'
+                    "[thresholds]\n" + "\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("flaw", ["colour_shift=12", "noise=6"])
+def test_the_gpu_profile_catches_what_psnr_and_ssim_forgive(tmp_path, flaw):
+    """A +12-level cast on one channel and sigma-6 noise pass flux-dev-h100's PSNR (30 dB) and SSIM (0.95)
+    gates; its mean and per-channel difference gates fail them."""
+    code, output, report = run_tests("--category", "integration", "--category", "quality", "-k",
+                                     "equivalent or similar", "--profile", h100_equivalence(tmp_path),
+                                     "--target", f"tests.fakes:Flawed:{flaw}", out=tmp_path)
+    assert code == 1, output[-3000:]
+    metrics = {m["name"]: m for t in report["tests"] for m in t["metrics"]}
+    for forgiving in ("equivalence.psnr", "equivalence.ssim", "quality.psnr.min", "quality.ssim.min"):
+        assert metrics[forgiving]["verdict"] == "pass", metrics[forgiving]
+    caught = "channel_shift" if flaw.startswith("colour") else "mean_abs_diff"
+    for name in (f"equivalence.{caught}", f"quality.{caught}.max"):
+        assert metrics[name]["verdict"] == "fail", metrics[name]
+
+
 def test_speedup_gate_fails_a_target_slower_than_its_baseline(tmp_path):
     profile = tmp_path / "speed.toml"
-    profile.write_text('name = "speed"\n[settings]\nsize = 64\nsteps = 1\nspeedup_runs = 3\n'
+    profile.write_text('name = "speed"\n[settings]\nsize = 64\nsteps = 1\nspeedup_runs = 5\n'
                        '[thresholds]\n"speedup" = { min = 1.0 }\n')
     args = ("--category", "performance", "-k", "speedup", "--profile", str(profile))
     slow = "tests.fakes:Flawed:delay=0.2"
     code, output, report = run_tests(*args, "--baseline-target", slow, out=tmp_path / "faster")
     assert code == 0, output[-3000:]
-    assert report["tests"][0]["metrics"][0]["value"] > 1.5      # the plain reference beats the delayed one
+    speedup = report["tests"][0]["metrics"][0]
+    assert speedup["value"] > 1.5 and speedup["n"] == 5   # the plain pipeline beats the delayed reference
+    assert speedup["interval"][0] <= speedup["value"] <= speedup["interval"][1]
     code, output, report = run_tests(*args, "--target", slow, "--baseline-target", "reference", out=tmp_path / "slower")
     assert code == 1 and "speedup" in output and "below the minimum 1" in output

@@ -1,6 +1,8 @@
 """Timers and memory: the numbers every benchmark is built from."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -29,13 +31,26 @@ def test_sampler_sees_host_memory_grow():
     with MemorySampler(interval=0.01) as mem:
         block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
         block += 1
-        import time
-
         time.sleep(0.1)
-    assert mem.peak_host - mem.samples[0][1] > 150 * 2**20
-    assert mem.host_slope() > 0 and len(mem.samples) >= 3
+    assert mem.peak_host - mem.samples[0][1] > 150 * 2**20 and len(mem.samples) >= 3
     del block
     assert host_rss() > 0
+
+
+def test_a_leak_is_measured_per_request_whatever_the_rate():
+    """20 "requests" that each keep 8 MiB, answered slowly and then quickly: the slope per request is the same
+    8 MiB either way, where a slope per second would differ by the ratio of the rates."""
+    for gap in (0.03, 0.01):
+        kept, answered = [], []
+        with MemorySampler(interval=0.005) as mem:
+            for _ in range(20):
+                kept.append(np.ones(8 * 2**20, np.uint8))
+                answered.append(time.perf_counter())
+                time.sleep(gap)
+        assert mem.per_request(answered) / 2**20 == pytest.approx(8, rel=0.2)
+    with MemorySampler(interval=0.005) as mem:  # no leak: answers with nothing kept
+        answered = [time.perf_counter() for _ in range(20) if time.sleep(0.01) is None]
+    assert abs(mem.per_request(answered)) / 2**20 < 1
 
 
 def test_without_a_gpu_device_numbers_are_absent_not_zero():

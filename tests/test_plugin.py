@@ -36,14 +36,17 @@ def test_markers_and_fixtures_are_documented(pytester):
     assert "fluxgate: the target under test" in pytester.runpytest(*PLUGINS, "--help").stdout.str()
 
 
-def test_category_comes_from_the_folder(pytester, suites):
-    suites({"suites/performance/test_p.py": "def test_p(): pass\n",
-            "suites/edge_cases/test_e.py": "def test_e(): pass\n",
-            "other/test_o.py": "def test_o(): pass\n"})
-    pytester.runpytest(*PLUGINS, "-m", "performance").assert_outcomes(passed=1, deselected=2)
-    pytester.runpytest(*PLUGINS, "-m", "edge_case or performance").assert_outcomes(passed=2, deselected=1)
-    # only suite tests make the report
-    assert [t["category"] for t in report(pytester)["tests"]] == ["edge_case", "performance"]
+def test_category_comes_from_the_folder_and_categories_run_in_order(pytester, suites):
+    suites({f"suites/{folder}/test_{folder}.py": f"def test_{folder}(): pass\n"
+            for folder in ("edge_cases", "integration", "performance", "quality", "stress", "unit")}
+           | {"other/test_o.py": "def test_o(): pass\n"})
+    pytester.runpytest(*PLUGINS, "-m", "performance").assert_outcomes(passed=1, deselected=6)
+    pytester.runpytest(*PLUGINS, "-m", "edge_case or performance").assert_outcomes(passed=2, deselected=5)
+    # only suite tests make the report, and they ran in the README's order, not the folders' (edge_cases
+    # first would warm a server before the performance suite takes its cold start)
+    pytester.runpytest(*PLUGINS).assert_outcomes(passed=7)
+    assert [t["category"] for t in report(pytester)["tests"]] == \
+        ["unit", "integration", "performance", "quality", "stress", "edge_case"]
 
 
 def test_gpu_and_slow_tests_skip_with_reasons(pytester, suites):
@@ -83,16 +86,60 @@ def test_recordings_travel_from_xdist_workers(pytester, suites):
     assert all((run_dir / t["images"][0]["path"]).is_file() for t in data["tests"])
 
 
-@pytest.mark.parametrize("spec,body", [
-    ("reference:preset=tiny-schnell",  # the reference is its own oracle
-     "assert target.name == 'reference' and reference is target\n"
-     "    assert profile.name == 'cpu-tiny' and profile.get('size') == 256\n"),
-    ("pipeline:preset=tiny-schnell",   # another target gets the reference on its weights
-     "assert target.name == 'pipeline' and reference.name == 'reference'\n"
-     "    assert reference.preset == target.preset == 'tiny-schnell'\n"),
-], ids=["reference", "pipeline"])
-def test_target_reference_and_profile_fixtures(pytester, suites, spec, body):
-    suites({"suites/quality/test_f.py": f"def test_f(target, reference, profile):\n    {body}"})
+def test_the_oracle_is_golden_images_rendered_in_another_process(pytester, suites):
+    suites({"suites/quality/test_f.py":
+            "import gc\n"
+            "from targets.reference import ReferenceTarget\n"
+            "def test_f(target, reference, profile):\n"
+            "    assert target.name == 'pipeline' and profile.name == 'cpu-tiny' and profile.get('size') == 256\n"
+            "    assert 'preset=tiny-schnell' in reference.describe()['spec']\n"
+            "    image = reference.generate(profile.request(height=64, width=64, num_inference_steps=1))\n"
+            "    assert image.images.shape == (1, 64, 64, 3) and image.info['golden'] == 'rendered'\n"
+            "    loaded = [o for o in gc.get_objects() if isinstance(o, ReferenceTarget) and o.parts is not None]\n"
+            "    assert not loaded, 'the oracle has weights in the process of the target'\n"})
     # targets load torch extensions, which cannot be unloaded between in-process runs: use a subprocess
-    pytester.runpytest_subprocess(*PLUGINS, "--target", spec).assert_outcomes(passed=1)
+    pytester.runpytest_subprocess(*PLUGINS, "--target", "pipeline:preset=tiny-schnell",
+                                  "--golden", str(pytester.path / "golden")).assert_outcomes(passed=1)
     assert report(pytester)["target"]["model"] == "tiny-schnell"
+    assert list((pytester.path / "golden").glob("*.png"))
+
+
+def test_no_target_is_compared_with_itself(pytester, suites):
+    suites({"suites/integration/test_f.py": "def test_f(reference):\n    pass\n"})
+    pytester.runpytest_subprocess(*PLUGINS, "--target", "reference:preset=tiny-schnell").assert_outcomes(skipped=1)
+    (test,) = report(pytester)["tests"]
+    assert "the target is the reference oracle itself" in test["skip_reason"]
+
+
+REMOTE = '''
+import numpy as np
+from harness.target import Capabilities, Target
+from harness.types import GenerationResult
+
+SEEN = []
+
+
+class Remote(Target):
+    """A server elsewhere, as the plugin sees one: it only answers, and remembers the order it was asked in."""
+    name = "remote"
+    capabilities = Capabilities(remote=True)
+
+    def generate(self, request):
+        SEEN.append(request)
+        if self.first_call is None:
+            self.first_call = (request, 1.0)
+        return GenerationResult(np.zeros((1, request.height, request.width, 3), np.uint8))
+'''
+
+
+def test_a_remote_targets_first_request_is_the_plain_one_whatever_runs_first(pytester, suites):
+    suites({"fakes/__init__.py": "", "fakes/remote.py": REMOTE,
+            "suites/edge_cases/test_e.py": "from harness.types import GenerationRequest\n"
+            "def test_e(target):\n    target.generate(GenerationRequest('an edge case', 16, 16, 1))\n",
+            "suites/performance/test_p.py": "from fakes.remote import SEEN\n"
+            "def test_p(target, profile):\n"
+            "    assert SEEN[0] == profile.request() and target.first_call[0] == profile.request()\n"})
+    pytester.syspathinsert()
+    # the edge case alone, then both: either way the session's first request is the plain one
+    pytester.runpytest(*PLUGINS, "--target", "fakes.remote:Remote", "-k", "test_e").assert_outcomes(passed=1)
+    pytester.runpytest(*PLUGINS, "--target", "fakes.remote:Remote").assert_outcomes(passed=2)

@@ -57,11 +57,16 @@ def test_json_follows_its_schema(run_dir):
     assert (run_dir / tests["test_pass"]["images"][0]["path"]).is_file()
     assert json.loads((run_dir / tests["test_pass"]["artifacts"][0]["path"]).read_text()) == {"encode": 0.1}
     assert report["environment"]["cpu_count"] >= 1 and report["environment"]["libraries"]["torch"]
+    profile = report["profile"]
+    assert profile["name"] == "cpu-tiny" and 'name = "cpu-tiny"' in profile["content"] and len(profile["sha256"]) == 64
+    # cpu-tiny gates far more than this suite records: each threshold that could not fire is named
+    assert "quality.ssim.min" in profile["unmatched"] and "latency.p50" not in profile["unmatched"]
+    assert "equivalence.ssim" not in profile["unmatched"]  # the integration suite did not run
 
 
 def test_schema_rejects_what_it_should():
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({"schema_version": "1.0"}, SCHEMA)
+        jsonschema.validate({"schema_version": "2.0"}, SCHEMA)
 
 
 def test_html_puts_the_verdict_first_and_stands_alone(run_dir):
@@ -72,6 +77,7 @@ def test_html_puts_the_verdict_first_and_stands_alone(run_dir):
     assert "data:image/png;base64," in html and 'src="artifacts' not in html  # images inline
     assert "<script>alert" not in html and "&lt;script&gt;" in html     # autoescaped
     assert "threads share one pipeline" in html
+    assert "Thresholds that gated nothing" in html and "quality.ssim.min" in html
 
 
 def test_junit_counts_and_properties(run_dir):

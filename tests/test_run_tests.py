@@ -3,6 +3,7 @@ that survive interruption and crashes."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,10 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_tests(*args: str, out: Path, timeout: float = 300) -> tuple[int, str, dict | None]:
+def run_tests(*args: str, out: Path, timeout: float = 300, env: dict | None = None) -> tuple[int, str, dict | None]:
     """(exit code, output, report.json or None) of `python run_tests.py ARGS --out OUT`."""
     done = subprocess.run([sys.executable, str(ROOT / "run_tests.py"), *args, f"--out={out}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
     return done.returncode, done.stdout + done.stderr, load_report(out)
 
 
@@ -31,16 +32,30 @@ def fast_profile(tmp_path) -> Path:
     """cpu-tiny's gates at 64x64, where the tiny reference answers in ~0.05 s: latency over 0.3 s fails."""
     path = tmp_path / "fast.toml"
     path.write_text('name = "fast"\n[settings]\nsize = 64\nsteps = 2\nwarmup = 1\nlatency_runs = 5\n'
-                    '[tolerances]\n"latency.*" = 0.5\n"throughput" = 0.5\n'
+                    '[tolerances]\n"latency.*" = 0.5\n"throughput*" = 0.5\n'
                     '[thresholds]\n"latency.p50" = { max = 0.3 }\n"equivalence.max_abs_diff" = { max = 1 }\n')
     return path
 
 
-def test_all_suites_pass_on_the_reference_and_write_reports(tmp_path):
+def test_the_default_run_is_a_real_comparison_and_passes(tmp_path):
     code, output, report = run_tests(out=tmp_path)
     assert code == 0, output
     assert report["run"]["status"] == "complete" and report["run"]["verdict"] == "pass"
-    assert set(report["categories"]) == {"unit", "integration", "performance", "quality", "stress", "edge_case"}
+    assert list(report["categories"]) == ["unit", "integration", "performance", "quality", "stress", "edge_case"]
+    assert report["target"]["name"] == "pipeline"  # diffusers, against the reference oracle: not itself
+    tests = {t["nodeid"].split("::")[1]: t for t in report["tests"]}
+    equivalence = {m["name"]: m for m in tests["test_equivalent_to_the_reference"]["metrics"]}
+    assert equivalence["equivalence.max_abs_diff"]["verdict"] == "pass"
+    assert equivalence["equivalence.channel_shift"]["threshold"] == {"max": 0.01}
+    assert all(t["outcome"] != "skipped" for t in tests.values() if t["category"] in ("unit", "quality")
+               and "learned_metrics" not in t["nodeid"])
+    # every metric a suite recorded is in the catalogue, and every threshold of cpu-tiny gated something
+    from harness.metrics import catalogue
+
+    assert [m["name"] for t in report["tests"] for m in t["metrics"] if not catalogue.find(m["name"])] == []
+    assert report["profile"]["unmatched"] == []
+    cold = {m["name"] for m in tests["test_cold_start"]["metrics"]}
+    assert {"cold_start.interpreter", "cold_start.imports", "cold_start.load", "cold_start.first_request"} <= cold
     run_dir = next(tmp_path.iterdir())
     assert {"report.json", "report.html", "junit.xml"} <= {p.name for p in run_dir.iterdir()}
     assert "fluxgate: PASS" in output and "performance" in output
@@ -63,6 +78,38 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, args, message):
     code, output, report = run_tests(*args, out=tmp_path)
     assert code == 2 and message in output and "Traceback" not in output
     assert report is None  # nothing ran, nothing to report
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[settings]\nlatncy_runs = 5\n", "[settings] 'latncy_runs' is not one fluxgate knows; did you mean 'latency_runs'?"),
+    ('[thresholds]\n"throughput.api" = { min = 10 }\n', "did you mean 'throughput'?"),
+])
+def test_a_profile_typo_is_a_usage_error_naming_the_key(tmp_path, text, message):
+    profile = tmp_path / "typo.toml"
+    profile.write_text(text)
+    code, output, report = run_tests("--profile", str(profile), out=tmp_path / "out")
+    assert code == 2 and message in output and "Traceback" not in output and report is None
+
+
+def test_an_internal_error_is_not_a_target_unavailable(tmp_path):
+    # a plugin that breaks inside pytest: pytest's INTERNALERROR, its exit 3, which is not "unavailable"
+    (tmp_path / "broken_plugin.py").write_text("def pytest_collection_modifyitems(items):\n    raise RuntimeError('bug')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    code, output, _ = run_tests("-p", "broken_plugin", "--category", "unit", out=tmp_path / "out", env=env)
+    assert code == 4 and "INTERNALERROR" in output and "bug" in output
+
+
+def test_a_baseline_from_another_target_is_refused_unless_forced(tmp_path, fast_profile):
+    args = ("--category", "performance", "-k", "warm_latency", "--profile", str(fast_profile))
+    code, output, _ = run_tests(*args, out=tmp_path / "base")
+    assert code == 0, output
+    baseline = str(next((tmp_path / "base").glob("*/report.json")))
+    code, output, report = run_tests(*args, "--baseline", baseline, "--target", "reference", out=tmp_path / "other")
+    assert code == 2 and "target 'reference' (the baseline's: 'pipeline:preset=tiny-dev')" in output
+    assert "--force-baseline" in output and report is None
+    code, output, report = run_tests(*args, "--baseline", baseline, "--target", "reference", "--force-baseline",
+                                     out=tmp_path / "forced")
+    assert code in (0, 1) and report["baseline"] == baseline
 
 
 def test_unavailable_target_exits_3_with_the_reason(tmp_path):
@@ -95,7 +142,7 @@ def test_baseline_gate_fails_a_regression_beyond_tolerance(tmp_path, fast_profil
     code, output, report = run_tests(*args, "--baseline", baseline, out=tmp_path / "same")
     assert code == 0, output  # the same target again: within tolerance
     code, output, report = run_tests(*args, "--baseline", baseline, "--target", "tests.fakes:Flawed:delay=0.2",
-                                     out=tmp_path / "slower")
+                                     "--force-baseline", out=tmp_path / "slower")  # the same pipeline, slowed
     assert code == 1 and "regressed from the baseline" in output
     p50 = next(m for m in report["tests"][0]["metrics"] if m["name"] == "latency.p50")
     assert p50["baseline"] is not None and p50["value"] > 1.5 * p50["baseline"] and p50["verdict"] == "fail"

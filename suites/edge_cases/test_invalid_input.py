@@ -48,30 +48,30 @@ BAD = [  # (field, value): a value, or a function of the target's capabilities f
 def test_bad_value_is_refused_by_name(target, make_request, profile, field, value):
     value = value(target.capabilities) if callable(value) else value
     with pytest.raises(InvalidRequest) as refused:
-        call(target, make_request(**({"prompt": "a cat"} | {field: value})), profile.get("edge_timeout", 30.0))
+        call(target, make_request(**({"prompt": "a cat"} | {field: value})), profile.get("edge_timeout"))
     assert field in str(refused.value), f"the error does not name {field}: {refused.value}"
 
 
 def test_batch_over_the_limit_is_refused_not_attempted(target, make_request, profile):
     n = target.capabilities.max_batch
     with pytest.raises(InvalidRequest, match="num_images"):
-        call(target, make_request(["a", "b"], num_images=n // 2 + 1), profile.get("edge_timeout", 30.0))
+        call(target, make_request(["a", "b"], num_images=n // 2 + 1), profile.get("edge_timeout"))
 
 
 def test_unusual_prompts_give_images(target, make_request, edge_prompts, profile, recorder):
-    size = profile.get("load_size", 64)
+    size = profile.get("load_size")
     for name, prompt in edge_prompts.items():
         result = call(target, make_request(prompt, height=size, width=size, num_inference_steps=1),
-                      profile.get("edge_timeout", 30.0))
+                      profile.get("edge_timeout"))
         assert result.images.shape == (1, size, size, 3), name
     recorder.metric("edge.prompts_served", len(edge_prompts), "prompts")
 
 
 def test_a_2000_word_prompt_is_truncated_not_fatal(target, make_request, profile, recorder):
-    size = profile.get("load_size", 64)
+    size = profile.get("load_size")
     prompt = " ".join(f"word{i}" for i in range(2000))
     result = call(target, make_request(prompt, height=size, width=size, num_inference_steps=1),
-                  profile.get("edge_timeout", 30.0))
+                  profile.get("edge_timeout"))
     assert result.images.shape == (1, size, size, 3)
     if "truncated_prompts" in result.info:
         assert result.info["truncated_prompts"] == [0], "a 2,000-word prompt must be reported as truncated"
@@ -101,11 +101,11 @@ def requests(draw, caps):
 def test_any_request_gives_images_or_names_its_problem(target, profile, recorder):
     """Property: each request returns images of the asked size and count, or raises InvalidRequest
     naming a field; never TargetError, never a hang; and a normal request still works afterwards."""
-    timeout = profile.get("edge_timeout", 30.0)
+    timeout = profile.get("edge_timeout")
     fields = {"prompt", "height", "width", "num_inference_steps", "guidance_scale", "seed", "num_images"}
     seen = {"served": 0, "refused": 0}
 
-    @settings(max_examples=profile.get("hypothesis_examples", 25), deadline=None, database=None,
+    @settings(max_examples=profile.get("hypothesis_examples"), deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(request=requests(target.capabilities))
     def check(request):

@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from harness.metrics import max_abs_diff, mean_abs_diff, psnr, ssim
+from harness.metrics import channel_shift, max_abs_diff, mean_abs_diff, psnr, ssim
 from harness.timing import timed_generate
 from harness.types import InvalidRequest
 
@@ -48,6 +48,8 @@ def test_equivalent_to_the_reference(target, reference, make_request, recorder):
     request = make_request("A bowl of ripe fruit on a wooden table", seed=3)
     ours, theirs = target.generate(request).images, reference.generate(request).images
     recorder.metric("equivalence.max_abs_diff", max_abs_diff(ours, theirs), "levels", better="lower")
+    recorder.metric("equivalence.mean_abs_diff", mean_abs_diff(ours, theirs), "levels", better="lower")
+    recorder.metric("equivalence.channel_shift", channel_shift(ours, theirs), "levels", better="lower")
     recorder.metric("equivalence.psnr", psnr(ours, theirs), "dB", better="higher")
     recorder.metric("equivalence.ssim", ssim(ours, theirs), better="higher")
     recorder.image("target", ours[0])
@@ -55,7 +57,7 @@ def test_equivalent_to_the_reference(target, reference, make_request, recorder):
 
 
 def test_every_smoke_prompt_succeeds(target, make_request, prompts, profile, recorder):
-    size = profile.get("load_size", 64)
+    size = profile.get("load_size")
     failures = []
     for i, prompt in enumerate(prompts):
         try:

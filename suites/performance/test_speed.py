@@ -4,14 +4,14 @@ Numbers are recorded, never asserted here: the profile's thresholds and the base
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
-from harness.memory import MemorySampler, cuda_peak
-from harness.target import make_target
-from harness.timing import LatencyStats, timed_generate
+from harness.coldstart import cold_start
+from harness.load import closed_loop
+from harness.memory import MemorySampler, cuda_peak, gpu_index
+from harness.stats import quantile
+from harness.timing import timed_generate
 
 
 def median_latency(target, request, runs: int) -> float:
@@ -19,32 +19,25 @@ def median_latency(target, request, runs: int) -> float:
 
 
 def test_cold_start(target, make_request, profile, recorder):
+    """In a fresh process, each part timed: interpreter start, imports, device initialisation, weight load,
+    the first image. Only the OS's page cache stays warm (the weights' files were read before)."""
     if target.capabilities.remote:
-        return remote_cold_start(target, make_request, profile, recorder)
+        return remote_cold_start(target, profile, recorder)
     if not target.spec:
-        pytest.skip(f"{target.name} was not made from a SPEC, so a fresh copy cannot be started")
-    fresh = make_target(target.spec)
-    start = time.perf_counter()
-    fresh.start()
-    loaded = time.perf_counter()
-    try:
-        timed_generate(fresh, make_request())
-    finally:
-        done = time.perf_counter()
-        fresh.close()
-    recorder.metric("cold_start", done - start, "s", better="lower")
-    recorder.metric("cold_start.load", loaded - start, "s", better="lower")
-    recorder.metric("cold_start.first_request", done - loaded, "s", better="lower")
-    recorder.note("a fresh copy of the target was started beside the one under test (in process: a second model)")
+        pytest.skip(f"{target.name} was not made from a SPEC, so a fresh process cannot start one")
+    phases = cold_start(target.spec, make_request(), timeout=profile.get("cold_start_timeout"))
+    recorder.metric("cold_start", phases.pop("total"), "s", better="lower")
+    for part, seconds in phases.items():
+        recorder.metric(f"cold_start.{part}", seconds, "s", better="lower")
+    recorder.note("measured in a fresh Python process; the weights' files may still be in the OS page cache")
 
 
-def remote_cold_start(target, make_request, profile, recorder):
+def remote_cold_start(target, profile, recorder):
     """A server elsewhere cannot be restarted from here: its cold start is the session's first request (a
-    scaled-to-zero Modal app starts a container and loads the model for it), set against the same request warm."""
-    if target.first_call is None:
-        timed_generate(target, make_request())  # nothing has been asked yet: this is the first request
+    scaled-to-zero Modal app starts a container and loads the model for it), which the target fixture sends
+    before any test, set against the same request warm."""
     request, first = target.first_call
-    warm = median_latency(target, request, profile.get("latency_runs", 5))
+    warm = median_latency(target, request, profile.get("latency_runs"))
     recorder.metric("cold_start.first_request", first, "s", better="lower")
     recorder.metric("cold_start.warm", warm, "s", better="lower")
     recorder.metric("cold_start.excess", first - warm, "s", better="lower")
@@ -54,23 +47,36 @@ def remote_cold_start(target, make_request, profile, recorder):
 
 def test_warm_latency(target, make_request, profile, recorder):
     request = make_request("a lighthouse at dusk")
-    for _ in range(profile.get("warmup", 1)):
+    for _ in range(profile.get("warmup")):
         timed_generate(target, request)
-    samples = [timed_generate(target, request).timings["total"] for _ in range(profile.get("latency_runs", 5))]
-    stats = LatencyStats.of(samples)
-    recorder.metrics("latency", {"p50": stats.p50, "p95": stats.p95, "p99": stats.p99}, "s", better="lower")
-    recorder.metric("throughput", 1 / stats.mean, "images/s", better="higher")
+    samples = [timed_generate(target, request).timings["total"] for _ in range(profile.get("latency_runs"))]
+    recorder.percentiles("latency", samples, "s", better="lower")
+    recorder.metric("throughput.sequential", 1 / float(np.mean(samples)), "images/s", better="higher")
     recorder.artifact("latency-samples", samples)
+
+
+def test_throughput(target, make_request, profile, recorder):
+    """Images per second with the target kept busy: as many requests in flight as it serves at once, plus one
+    waiting where it queues, so it never idles between an answer and the next send."""
+    caps = target.capabilities
+    in_flight = caps.concurrency + (1 if caps.max_queue else 0)
+    request = make_request("a lighthouse at dusk")
+    closed_loop(target.generate, lambda i: request, concurrency=in_flight, count=in_flight)  # warm every worker
+    result = closed_loop(target.generate, lambda i: request, concurrency=in_flight,
+                         count=profile.get("throughput_requests"))
+    counts = result.counts()
+    assert counts["ok"] == len(result.outcomes), f"requests failed while kept busy: {counts}"
+    recorder.metric("throughput", counts["ok"] * request.num_images / result.duration, "images/s", better="higher")
+    recorder.note(f"{len(result.outcomes)} requests, {in_flight} in flight, over {result.duration:.2f} s")
 
 
 @pytest.mark.parametrize("dimension", ["resolution", "steps", "batch"])
 def test_scaling(target, make_request, profile, recorder, dimension):
     if dimension == "batch" and not target.capabilities.batching:
         pytest.skip(f"{target.name} takes one image per request")
-    points = profile.get(f"scaling_{dimension}", {"resolution": [64, 128, 256], "steps": [1, 2, 4],
-                                                   "batch": [1, 2, 4]}[dimension])
-    runs = profile.get("scaling_runs", 2)
-    size = profile.get("load_size", 64)
+    points = profile.get(f"scaling_{dimension}")
+    runs = profile.get("scaling_runs")
+    size = profile.get("load_size")
     xs, ys = [], []
     for p in points:
         fields = {"resolution": {"height": p, "width": p}, "steps": {"height": size, "width": size,
@@ -93,12 +99,13 @@ def test_scaling(target, make_request, profile, recorder, dimension):
 def test_peak_memory(target, make_request, profile, recorder):
     if target.capabilities.remote:
         pytest.skip(f"{target.name} is served by another process: its memory is not this one's to measure")
+    device = getattr(target, "device", None)  # peaks on the target's own GPU, not whichever is current
     peaks = {}
     for n in (1, 2) if target.capabilities.batching else (1,):
-        cuda_peak(reset=True)
-        with MemorySampler(interval=0.02) as mem:
+        cuda_peak(device, reset=True)
+        with MemorySampler(interval=0.02, gpu=gpu_index(device)) as mem:
             target.generate(make_request(num_images=n))
-        peaks[n] = {"host": mem.peak_host / 2**20, "gpu": (cuda_peak() or 0) / 2**20,
+        peaks[n] = {"host": mem.peak_host / 2**20, "gpu": (cuda_peak(device) or 0) / 2**20,
                     "device": (mem.peak_device or 0) / 2**20}
     recorder.metric("memory.host_peak", peaks[1]["host"], "MiB", better="lower")
     if target.capabilities.local_gpu:
@@ -111,16 +118,17 @@ def test_peak_memory(target, make_request, profile, recorder):
 
 
 def test_speedup_over_baseline_target(target, baseline_target, make_request, profile, recorder):
-    """The median of paired ratios: each round times both targets on the same request, in alternating order,
-    so drift in the machine affects both sides of a ratio alike."""
+    """The median of paired ratios, with its order-statistic interval: each round times both targets on the
+    same request, in alternating order, so drift in the machine affects both sides of a ratio alike. The
+    baseline target runs in a process of its own and times itself there."""
     request = make_request("a red vintage car on a rainy street")
     timed_generate(target, request), timed_generate(baseline_target, request)
     ratios = []
-    for i in range(profile.get("speedup_runs", 5)):
+    for i in range(profile.get("speedup_runs")):
         pair = (target, baseline_target) if i % 2 == 0 else (baseline_target, target)
         times = {t: timed_generate(t, request).timings["total"] for t in pair}
         ratios.append(times[baseline_target] / times[target])
-    recorder.metric("speedup", float(np.median(ratios)), "x", better="higher")
+    recorder.estimate("speedup", quantile(ratios, 0.5), "x", better="higher")
     recorder.artifact("speedup-ratios", ratios)
 
 
@@ -129,6 +137,6 @@ def test_benchmark_one_request(target, make_request, profile, recorder, benchmar
     if benchmark.disabled:
         pytest.skip("pytest-benchmark is disabled (it is under xdist or --benchmark-disable)")
     request = make_request()
-    benchmark.pedantic(target.generate, args=(request,), rounds=profile.get("benchmark_rounds", 5), iterations=1,
+    benchmark.pedantic(target.generate, args=(request,), rounds=profile.get("benchmark_rounds"), iterations=1,
                        warmup_rounds=1)
     recorder.metrics("benchmark", {"median": benchmark.stats.stats.median, "iqr": benchmark.stats.stats.iqr}, "s")

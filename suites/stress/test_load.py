@@ -12,7 +12,7 @@ import pytest
 import numpy as np
 
 from harness.load import closed_loop, open_loop
-from harness.memory import MemorySampler
+from harness.memory import MemorySampler, gpu_index
 from harness.timing import timed_generate
 
 
@@ -34,30 +34,27 @@ def assert_accounted(result, recorder=None, name="load", allowed=("ok", "overloa
 
 def test_concurrency_ramp(target, profile, recorder, load_request):
     note_concurrency(target, recorder)
-    top, per_level = profile.get("max_concurrency", 4), profile.get("requests_per_level", 8)
+    top, per_level = profile.get("max_concurrency"), profile.get("requests_per_level")
     levels = [c for c in (1, 2, 4, 8, 16, 32, 64, 128) if c <= top]
     for c in levels:
         result = closed_loop(target.generate, load_request, concurrency=c, count=max(per_level, c))
         assert_accounted(result, recorder, f"ramp.c{c}")
-        stats = result.latency()
-        assert stats is not None, f"no request answered at concurrency {c}"
-        recorder.metrics(f"ramp.c{c}.latency", {"p50": stats.p50, "p95": stats.p95, "p99": stats.p99}, "s")
+        assert result.latencies(), f"no request answered at concurrency {c}"
+        recorder.percentiles(f"ramp.c{c}.latency", result.latencies(), "s", better=None)
         recorder.metric(f"ramp.c{c}.throughput", result.throughput, "images/s", better="higher")
 
 
 def test_sustained_open_loop(target, profile, recorder, load_request):
     note_concurrency(target, recorder)
-    rate, seconds = profile.get("open_rate", 5.0), profile.get("open_duration", 3.0)
+    rate, seconds = profile.get("open_rate"), profile.get("open_duration")
     result = open_loop(target.generate, load_request, rate=rate, duration=seconds,
-                       poisson=profile.get("open_poisson", True), timeout=profile.get("load_timeout", 60.0))
+                       poisson=profile.get("open_poisson"), timeout=profile.get("load_timeout"))
     recorder.artifact("open-loop", result.summary())
     recorder.metric("open_loop.late_fraction", result.late_fraction, better="lower")
     assert result.valid, (f"the load generator fell behind ({result.late_fraction:.1%} late sends at {rate}/s): "
                           "these numbers would understate latency, so the run is invalid")
     assert_accounted(result, recorder, "open_loop")
-    stats = result.latency()
-    recorder.metrics("open_loop.latency", {"p50": stats.p50, "p95": stats.p95, "p99": stats.p99}, "s",
-                     better="lower")
+    recorder.percentiles("open_loop.latency", result.latencies(), "s", better="lower")
     recorder.metric("open_loop.throughput", result.throughput, "images/s", better="higher")
     recorder.metric("open_loop.success_rate", result.counts()["ok"] / len(result.outcomes), better="higher")
 
@@ -67,9 +64,9 @@ def test_overflow_is_refused_cleanly_then_served(target, profile, recorder, make
     if not caps.max_queue:
         pytest.skip(f"{target.name} declares no admission limit, so there is no overflow to provoke")
     admitted = caps.concurrency + caps.max_queue
-    burst = admitted + profile.get("overflow_extra", 6)
-    size = profile.get("overflow_size", 128)
-    request = make_request("overflow", height=size, width=size, num_inference_steps=profile.get("overflow_steps", 2))
+    burst = admitted + profile.get("overflow_extra")
+    size = profile.get("overflow_size")
+    request = make_request("overflow", height=size, width=size, num_inference_steps=profile.get("overflow_steps"))
     result = closed_loop(target.generate, lambda i: request, concurrency=burst, count=burst)
     counts = result.counts()
     assert_accounted(result, recorder, "overflow")
@@ -84,13 +81,13 @@ def test_highest_sustained_rate(target, profile, recorder, load_request):
     throughput within 10% of the offered rate) and the first rate at which the target sheds load."""
     warm = [timed_generate(target, load_request(i)).timings["total"] for i in range(3)]
     # from half of what one request at a time would serve, unless the profile says where
-    rate, top = profile.get("capacity_start", 0.5 / float(np.median(warm))), profile.get("capacity_max", 256.0)
+    rate, top = profile.get("capacity_start") or 0.5 / float(np.median(warm)), profile.get("capacity_max")
     start = rate
-    seconds, factor = profile.get("capacity_step", 2.0), profile.get("capacity_factor", 1.5)
+    seconds, factor = profile.get("capacity_step"), profile.get("capacity_factor")
     sustained, shed, steps = 0.0, None, []
     while rate <= top and shed is None:
         result = open_loop(target.generate, load_request, rate=rate, duration=seconds,
-                           timeout=profile.get("load_timeout", 60.0))
+                           timeout=profile.get("load_timeout"))
         steps.append(result.summary())
         if not result.valid:
             recorder.note(f"the load generator could not keep up at {rate:.1f}/s: the search stops there")
@@ -112,15 +109,19 @@ def test_highest_sustained_rate(target, profile, recorder, load_request):
 
 
 def test_memory_is_stable_under_sustained_load(target, profile, recorder, load_request):
+    """A leak is memory kept per request: the slope of memory against requests answered, which does not
+    change with how fast they are answered (a slope per second would)."""
     if target.capabilities.remote:
         pytest.skip(f"{target.name} is served by another process: its memory is not this one's to watch")
-    count = profile.get("memory_requests", 30)
+    count = profile.get("memory_requests")
     closed_loop(target.generate, load_request, concurrency=1, count=3)  # warm: first calls allocate for good
-    with MemorySampler(interval=0.05) as mem:
+    with MemorySampler(interval=0.05, gpu=gpu_index(getattr(target, "device", None))) as mem:
         result = closed_loop(target.generate, load_request, concurrency=2, count=count)
     assert_accounted(result, recorder, "memory")
-    recorder.metric("memory.host_slope", mem.host_slope() / 2**20, "MiB/s", better="lower")
+    answered = result.answered()
+    recorder.metric("memory.host_per_request", mem.per_request(answered) / 2**20, "MiB/request", better="lower")
     recorder.metric("memory.host_peak", mem.peak_host / 2**20, "MiB", better="lower")
     if mem.peak_device is not None:
-        recorder.metric("memory.device_slope", mem.device_slope() / 2**20, "MiB/s", better="lower")
+        recorder.metric("memory.device_per_request", mem.per_request(answered, device=True) / 2**20, "MiB/request",
+                        better="lower")
         recorder.metric("memory.device_peak", mem.peak_device / 2**20, "MiB", better="lower")

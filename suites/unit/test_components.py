@@ -23,7 +23,7 @@ def test_text_encoders(parts, recorder):
 
 
 def test_one_transformer_step(parts, profile):
-    size = profile.get("load_size", 64)
+    size = profile.get("load_size")
     txt, vec, _ = parts.encode(["a cat"])
     noise = parts.sampling.get_noise([0], size, size, parts.dtype).to(parts.device)
     img = parts.sampling.pack(noise)                                            # (1, L, 64)
@@ -34,7 +34,7 @@ def test_one_transformer_step(parts, profile):
 
 
 def test_vae_decode(parts, profile):
-    size = profile.get("load_size", 64)
+    size = profile.get("load_size")
     latents = parts.sampling.pack(parts.sampling.get_noise([1], size, size, parts.dtype).to(parts.device))
     images = parts.decode(latents, size, size)
     assert images.shape == (1, 3, size, size) and torch.isfinite(images).all()

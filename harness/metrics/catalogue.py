@@ -1,0 +1,145 @@
+"""Every metric the suites record, defined once: its name, unit, which direction is better, and how far a
+baseline comparison lets it move in absolute terms (beside the profile's relative tolerance), so that a
+metric whose baseline is 0 or near it is not judged by a relative tolerance alone.
+
+A `*` in a name stands for a part that varies (`ramp.c*.throughput`: c1, c2, c4, ...). A profile that names a
+metric matching nothing here is refused, naming the closest known name; a profile's own `[metrics]` table
+adds the names of metrics that suites of one's own record.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Definition:
+    name: str
+    unit: str
+    better: str | None          # "lower" | "higher" | None (informational)
+    absolute: float = 0.0       # baseline slack in the metric's unit
+    doc: str = ""
+    category: str = ""          # the suite that records it
+
+
+def _suite(category: str, definitions: list[Definition]) -> list[Definition]:
+    return [dataclasses.replace(d, category=category) for d in definitions]
+
+
+def _percentiles(prefix: str, doc: str, absolute: float = 0.002) -> list[Definition]:
+    return [Definition(f"{prefix}.{p}", "s", "lower", absolute, f"{doc}, {p}") for p in ("p50", "p95", "p99")]
+
+
+LEVELS = 1.0  # one uint8 level: rounding alone can move an image this much
+
+PERFORMANCE = [
+    *_percentiles("latency", "warm end-to-end latency of sequential requests"),
+    Definition("throughput", "images/s", "higher", 0.01, "images per second with the target kept busy at its "
+               "concurrency (a closed loop), first send to last answer"),
+    Definition("throughput.sequential", "images/s", "higher", 0.01, "1 / mean latency of one request at a time"),
+    Definition("cold_start", "s", "lower", 0.1, "a fresh process (or the session's first request) to its "
+               "first image"),
+    *[Definition(f"cold_start.{part}", "s", "lower", 0.1, f"cold start: {part}")
+      for part in ("interpreter", "imports", "device", "load", "first_request", "warm", "excess")],
+    Definition("scaling.resolution.slope", "s/MP", "lower", 0.002, "latency per megapixel"),
+    Definition("scaling.steps.slope", "s/step", "lower", 0.002, "latency per denoising step"),
+    Definition("scaling.batch.slope", "s/image", "lower", 0.002, "latency per extra image in a request"),
+    Definition("scaling.*.intercept", "s", None, doc="the fitted line at zero"),
+    Definition("scaling.*.r2", "", None, doc="how straight the line is"),
+    Definition("memory.host_peak", "MiB", "lower", 16, "resident memory of this process and its children"),
+    Definition("memory.gpu_peak", "MiB", "lower", 16, "torch's peak allocation on the target's own device"),
+    Definition("memory.device_peak", "MiB", "lower", 16, "the target's GPU as NVML sees it (every process)"),
+    Definition("memory.per_extra_image", "MiB", "lower", 16, "peak growth from 1 to 2 images per request"),
+    Definition("memory.host_per_request", "MiB/request", "lower", 0.5, "host memory kept per request served "
+               "(a leak): the slope of resident memory against requests answered"),
+    Definition("memory.device_per_request", "MiB/request", "lower", 0.5, "device memory kept per request"),
+    Definition("speedup", "x", "higher", 0.02, "median of paired ratios, baseline target time / target time"),
+    Definition("benchmark.median", "s", None, doc="pytest-benchmark's median"),
+    Definition("benchmark.iqr", "s", None, doc="pytest-benchmark's interquartile range"),
+]
+
+INTEGRATION = [
+    Definition("latency.single", "s", None, doc="one end-to-end request, cold or warm as it came"),
+    Definition("batch.max_abs_diff", "levels", "lower", LEVELS, "a batch against the same requests one by one"),
+    Definition("seed.repeat_max_abs_diff", "levels", "lower", LEVELS, "the same seed twice"),
+    Definition("seed.other_mean_abs_diff", "levels", "higher", LEVELS, "another seed"),
+    Definition("guidance.mean_abs_diff", "levels", "higher", LEVELS, "guidance 1 against 7"),
+    Definition("equivalence.max_abs_diff", "levels", "lower", LEVELS, "the worst pixel against the reference"),
+    Definition("equivalence.mean_abs_diff", "levels", "lower", 0.1, "the mean pixel difference against the "
+               "reference: noise that PSNR tolerates moves it"),
+    Definition("equivalence.channel_shift", "levels", "lower", 0.1, "the largest per-channel mean difference "
+               "against the reference: a colour cast"),
+    Definition("equivalence.psnr", "dB", "higher", 0.5),
+    Definition("equivalence.ssim", "", "higher", 0.001),
+    Definition("success_rate", "", "higher", doc="share of the smoke prompts that gave an image"),
+    Definition("lora.scale0_max_abs_diff", "levels", "lower", LEVELS, "a LoRA at strength 0 against none"),
+    Definition("lora.scale1_mean_abs_diff", "levels", "higher", LEVELS, "a LoRA at strength 1 against none"),
+    Definition("lora.restored_max_abs_diff", "levels", "lower", LEVELS, "the model after a LoRA against before"),
+]
+
+QUALITY = [
+    Definition("quality.psnr.mean", "dB", "higher", 0.5),
+    Definition("quality.psnr.min", "dB", "higher", 0.5),
+    Definition("quality.ssim.mean", "", "higher", 0.001),
+    Definition("quality.ssim.min", "", "higher", 0.001),
+    Definition("quality.mean_abs_diff.max", "levels", "lower", 0.1, "the worst prompt's mean pixel difference"),
+    Definition("quality.channel_shift.max", "levels", "lower", 0.1, "the worst prompt's colour cast"),
+    Definition("quality.consistency.max_abs_diff", "levels", "lower", LEVELS, "the same request repeated"),
+    Definition("quality.guidance.min_step", "levels", "higher", LEVELS, "the smallest change between guidance "
+               "scales in a row"),
+    Definition("clip_score", "", "higher", 0.5, "text-image alignment (torchmetrics' convention: 100 x max(cosine, 0)); "
+               "recorded once learned metrics find their weights on disk"),
+]
+
+UNIT = [
+    Definition("unit.text.pooled_dim", "", None),
+    Definition("unit.text.context_dim", "", None),
+]
+
+STRESS = [
+    Definition("*.answers.*", "requests", None, doc="how a load test's requests ended, by kind"),
+    *_percentiles("ramp.c*.latency", "closed-loop latency at concurrency c"),
+    Definition("ramp.c*.throughput", "images/s", "higher", 0.01, "closed-loop throughput at concurrency c"),
+    *_percentiles("open_loop.latency", "open-loop latency from each request's scheduled time"),
+    Definition("open_loop.throughput", "images/s", "higher", 0.01),
+    Definition("open_loop.late_fraction", "", "lower", 0.01, "sends that started later than their slack"),
+    Definition("open_loop.success_rate", "", "higher"),
+    Definition("capacity.sustained_rate", "requests/s", "higher", doc="the highest open-loop rate served in full"),
+    Definition("capacity.shed_rate", "requests/s", "higher", doc="the first rate at which load was shed"),
+]
+
+EDGE_CASE = [
+    Definition("edge.prompts_served", "prompts", None),
+    Definition("edge.property.*", "requests", None, doc="hypothesis' requests served and refused"),
+]
+
+SUITES = {"unit": UNIT, "integration": INTEGRATION, "performance": PERFORMANCE, "quality": QUALITY, "stress": STRESS,
+          "edge_case": EDGE_CASE}
+CATALOGUE: list[Definition] = [d for category, defs in SUITES.items() for d in _suite(category, defs)]
+
+
+def find(name: str, extra: list[Definition] = ()) -> Definition | None:
+    """The definition of a recorded metric name."""
+    defs = [*extra, *CATALOGUE]
+    return next((d for d in defs if d.name == name), None) or \
+        next((d for d in defs if fnmatch.fnmatchcase(name, d.name)), None)
+
+
+def known(pattern: str, extra: list[Definition] = ()) -> bool:
+    """Whether a profile's name or glob can match a metric some suite records."""
+    return any(fnmatch.fnmatchcase(d.name, pattern) or fnmatch.fnmatchcase(pattern, d.name)
+               for d in [*extra, *CATALOGUE])
+
+
+def categories(pattern: str, extra: list[Definition] = ()) -> set[str]:
+    """The suites that record what a profile's name or glob can match (a metric of one's own: none known)."""
+    return {d.category for d in [*extra, *CATALOGUE]
+            if d.category and (fnmatch.fnmatchcase(d.name, pattern) or fnmatch.fnmatchcase(pattern, d.name))}
+
+
+def closest(pattern: str, extra: list[Definition] = ()) -> str | None:
+    names = [d.name for d in [*extra, *CATALOGUE]]
+    match = difflib.get_close_matches(pattern, names, n=1, cutoff=0.5)
+    return match[0] if match else None

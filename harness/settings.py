@@ -1,0 +1,56 @@
+"""The settings suites read from a profile's [settings]: every knob named once, with a default that says why.
+
+A profile that names a setting not here is refused (a typo would otherwise be ignored and the default used
+without a word), and a suite that asks for one not here fails at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Settings:
+    # requests: small enough for CI's two cores with the tiny presets
+    size: int = 256                     # pixels, square
+    steps: int = 4
+    warmup: int = 1                     # requests before timing: the first one pays for lazy initialisation
+    latency_runs: int = 5               # warm latency samples; p95 needs 59 and p99 299 to be gated (95% bound)
+    # load tests: small requests, so the engine, not the model, is what is exercised
+    load_size: int = 64
+    load_steps: int = 1
+    load_timeout: float = 60.0          # seconds a load test waits for its last answers
+    throughput_requests: int = 8        # answered back to back with the target kept busy
+    max_concurrency: int = 4            # the ramp: 1, 2, 4, ... up to this
+    requests_per_level: int = 8
+    open_rate: float = 5.0              # requests per second for open_duration seconds
+    open_duration: float = 3.0
+    open_poisson: bool = True           # exponential gaps, as independent users send
+    overflow_extra: int = 6             # a burst this much over what the target admits
+    overflow_size: int = 128
+    overflow_steps: int = 2
+    memory_requests: int = 30           # requests served while memory is watched for a leak
+    # the capacity search: from half the rate one request at a time is served at (or capacity_start), then
+    # x capacity_factor per step of capacity_step seconds, until load is shed or capacity_max is passed
+    capacity_start: float | None = None
+    capacity_factor: float = 1.5
+    capacity_step: float = 2.0
+    capacity_max: float = 256.0
+    # scaling: latency against each dimension, a line fitted through the medians
+    scaling_resolution: list[int] = field(default_factory=lambda: [64, 128, 256])   # pixels, square
+    scaling_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
+    scaling_batch: list[int] = field(default_factory=lambda: [1, 2, 4])
+    scaling_runs: int = 2
+    speedup_runs: int = 5               # paired rounds against --baseline-target
+    cold_start_timeout: float = 600.0   # seconds for a fresh process to give its first image
+    benchmark_rounds: int = 5
+    # quality
+    quality_prompts: int = 4
+    consistency_runs: int = 3
+    guidance_scales: list[float] = field(default_factory=lambda: [1.0, 3.5, 7.0])
+    # edge cases
+    edge_timeout: float = 30.0          # seconds before a request counts as hung
+    hypothesis_examples: int = 25
+
+
+NAMES = [f.name for f in dataclasses.fields(Settings)]
