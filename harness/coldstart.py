@@ -15,21 +15,23 @@ import dataclasses  # noqa: E402  (after the clock, on purpose)
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from harness.types import GenerationRequest  # noqa: E402  (dataclasses and numpy: light)
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository: SPECs' modules (harness, targets, tests) import from it
-TAG = "FLUXGATE-COLDSTART "                   # marks the child's answer among whatever libraries print
+TAG = "FLUXGATE-COLDSTART "  # marks the child's answer among whatever libraries print
 
 
 def cold_start(spec: str, request: GenerationRequest, timeout: float = 600) -> dict[str, float]:
     """Seconds per phase ("interpreter", "imports", "device", "load", "first_request") and "total", spawn to
-    the first image. RuntimeError with the child's last stderr lines if it fails or takes over `timeout` s."""
-    job = json.dumps({"spec": spec, "request": dataclasses.asdict(request)})
+    the first image. "imports" is torch, the harness and the target's module; what a target imports as it
+    starts (diffusers, for the pipeline) counts in "load". RuntimeError with the child's last stderr lines if it fails or takes over `timeout` s."""
+    from harness.isolated import child_env  # imported here: the child's clock starts before it would be
+
+    # the parent's path, so "mypkg.targets:MyTarget" imports there as here
+    job = json.dumps({"spec": spec, "request": dataclasses.asdict(request), "path": sys.path})
     command = [sys.executable, "-m", "harness.coldstart", repr(time.time())]
     try:
-        done = subprocess.run(command, input=job, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+        done = subprocess.run(command, input=job, capture_output=True, text=True, env=child_env(), timeout=timeout)
     except subprocess.TimeoutExpired as timed_out:  # run() has killed it
         raise RuntimeError(f"cold start of {spec!r}: no image within {timeout} s, so the child was killed; "
                            f"its last stderr lines:\n{tail(timed_out.stderr)}") from None
@@ -76,5 +78,6 @@ def measure(spec: str, request: GenerationRequest, spawned: float) -> dict[str, 
 
 if __name__ == "__main__":
     job = json.loads(sys.stdin.read())
+    sys.path[:] = job["path"]
     phases = measure(job["spec"], GenerationRequest(**job["request"]), float(sys.argv[1]))
     print(TAG + json.dumps(phases), flush=True)

@@ -67,49 +67,64 @@ class Profile:
     @classmethod
     def parse(cls, data: dict[str, Any], text: str = "", path: str | None = None,
               default_name: str = "profile") -> Profile:
+        """Every section, key and value checked: a typo or a wrong type is a ValueError naming it (and the
+        closest known key), never a setting silently left at its default or a gate that cannot fire."""
         where = f"profile {path or default_name}"
 
         def refuse(section: str, key: str, known: list[str]):
-            import difflib
-
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            close = catalogue.closest_of(key, known)
+            hint = f"; did you mean {close!r}?" if close else ""
             raise ValueError(f"{where}: {section} {key!r} is not one fluxgate knows{hint}")
+
+        def table(section: str, value: Any, fields: dict[str, tuple[type, ...]]):
+            """A {field = value} table whose fields are known and of their types."""
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: {section} = {value!r}: give a table ({', '.join(fields)})")
+            for field_, v in value.items():
+                if field_ not in fields:
+                    refuse(f"{section}: field", field_, list(fields))
+                if not isinstance(v, fields[field_]) or isinstance(v, bool) and bool not in fields[field_]:
+                    raise ValueError(f"{where}: {section}: {field_} = {v!r} must be "
+                                     f"{' or '.join(t.__name__ for t in fields[field_])}")
 
         for key in data:
             if key not in SECTIONS:
                 refuse("section", key, list(SECTIONS))
-        metrics = [Definition(name, d.get("unit", ""), d.get("better")) for name, d in data.get("metrics", {}).items()]
-        for d in metrics:
-            if d.better not in ("lower", "higher", None):
-                raise ValueError(f"{where}: [metrics] {d.name!r}: better = {d.better!r} must be 'lower' or 'higher'")
+        for key in ("name", "description"):
+            if not isinstance(data.get(key, ""), str):
+                raise ValueError(f"{where}: {key} = {data[key]!r} must be a string")
+        metrics = []
+        for name, d in data.get("metrics", {}).items():
+            table(f"[metrics] {name!r}", d, {"unit": (str,), "better": (str,)})
+            if d.get("better") not in ("lower", "higher", None):
+                raise ValueError(f"{where}: [metrics] {name!r}: better = {d['better']!r} must be 'lower' or 'higher'")
+            metrics.append(Definition(name, d.get("unit", ""), d.get("better")))
         settings = data.get("settings", {})
         for key, value in settings.items():
             if key not in NAMES:
                 refuse("[settings]", key, NAMES)
             _check_type(where, key, value)
+        number = (int, float)
         thresholds = data.get("thresholds", {})
         for metric, bounds in thresholds.items():
-            if not isinstance(bounds, dict) or not {"min", "max"} & set(bounds) or set(bounds) - {"min", "max", "optional"}:
-                raise ValueError(f"{where}: threshold {metric!r} = {bounds!r}: give min and/or max (and optional = true "
-                                 "for a metric a run may not record)")
             if not catalogue.known(metric, metrics):
                 close = catalogue.closest(metric, metrics)
                 hint = f"; did you mean {close!r}?" if close else ""
                 raise ValueError(f"{where}: threshold {metric!r} matches no metric fluxgate records{hint} (a metric "
                                  "of your own suites goes in [metrics])")
+            table(f"threshold {metric!r}", bounds, {"min": number, "max": number, "optional": (bool,)})
+            if not {"min", "max"} & set(bounds):
+                raise ValueError(f"{where}: threshold {metric!r} = {bounds!r}: give min and/or max (and optional = "
+                                 "true for a metric a run may not record)")
         tolerances = {}
         for metric, value in data.get("tolerances", {}).items():
             if not catalogue.known(metric, metrics):
                 refuse("[tolerances]", metric, [d.name for d in [*metrics, *catalogue.CATALOGUE]])
-            value = {"relative": value} if isinstance(value, (int, float)) else value
-            if not isinstance(value, dict) or set(value) - {"relative", "absolute"}:
-                raise ValueError(f"{where}: tolerance {metric!r} = {value!r}: give a number (relative) or "
-                                 "{ relative = ..., absolute = ... }")
+            value = {"relative": value} if isinstance(value, number) and not isinstance(value, bool) else value
+            table(f"tolerance {metric!r}", value, {"relative": number, "absolute": number})
             tolerances[metric] = value
         baseline = data.get("baseline", {})
-        if set(baseline) - {"tolerance"}:
-            refuse("[baseline]", sorted(set(baseline) - {"tolerance"})[0], ["tolerance"])
+        table("[baseline]", baseline, {"tolerance": number})
         return cls(name=data.get("name", default_name), text=text, path=path,
                    description=data.get("description", ""), settings=Settings(**settings), thresholds=thresholds,
                    tolerance=baseline.get("tolerance", 0.10), tolerances=tolerances, metrics=metrics)
@@ -154,10 +169,16 @@ class Profile:
 
 
 def _check_type(where: str, key: str, value: Any) -> None:
+    """A setting of the default's type (an int where a float is due is fine; a list's items too)."""
     default = getattr(Settings(), key)
-    kinds = {bool: (bool,), int: (int,), float: (int, float), list: (list,)}
-    expected = kinds.get(type(default), (int, float))  # a None default (capacity_start) takes a number
-    if not isinstance(value, expected) or isinstance(value, bool) != isinstance(default, bool):
+
+    def fits(v: Any, like: Any) -> bool:
+        if isinstance(like, list):
+            return isinstance(v, list) and all(fits(item, like[0]) for item in v)
+        kinds = {bool: (bool,), int: (int,), float: (int, float)}.get(type(like), (int, float))  # None: a number
+        return isinstance(v, kinds) and isinstance(v, bool) == isinstance(like, bool)
+
+    if not fits(value, default):
         raise ValueError(f"{where}: [settings] {key} = {value!r}: must be {type(default or 0.0).__name__} like "
                          f"the default {default!r}")
 
@@ -189,11 +210,15 @@ class Baseline:
     def get(self, nodeid: str, metric: str) -> float | None:
         return self.values.get((nodeid, metric))
 
-    def differences(self, spec: str, profile: Profile, environment: dict[str, Any]) -> list[str]:
-        """What makes this run incomparable with the baseline's: another target, profile or hardware."""
+    def differences(self, spec: str, baseline_target: str | None, profile: Profile,
+                    environment: dict[str, Any]) -> list[str]:
+        """What makes this run incomparable with the baseline's: another target (or target to measure speed-up
+        against), profile or hardware."""
         theirs, out = self.report, []
         if theirs["target"]["spec"] != spec:
             out.append(f"target {spec!r} (the baseline's: {theirs['target']['spec']!r})")
+        if theirs["baseline_target"] != baseline_target:
+            out.append(f"baseline target {baseline_target!r} (the baseline's: {theirs['baseline_target']!r})")
         if theirs["profile"]["name"] != profile.name:
             out.append(f"profile {profile.name!r} (the baseline's: {theirs['profile']['name']!r})")
         ours = dataclasses.asdict(profile.settings)

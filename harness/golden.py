@@ -1,8 +1,10 @@
 """Golden images: the reference's images kept on disk, so each is rendered once and then read.
 
 A golden image is keyed by what decides its pixels: the weights (a hash of their files, not their path), the
-reference's options (dtype, device, max_sequence_length, as the SPEC gives them) and every field of the
-request. The store also maps the SPEC's weights option to their hash (weights.json), so a store rendered on
+renderer (a hash of its source and the versions of the libraries it draws with, so a fix or an upgrade
+renders anew), the reference's options (dtype, the kind of device, max_sequence_length) and every field of
+the request. Which GPU drew it is not keyed: a store rendered on one GPU serves a remote target on another,
+within the dtype's stated tolerance. The store also maps the SPEC's weights option to their hash (weights.json), so a store rendered on
 a machine with the weights serves a machine without them, where the target under test is remote.
 
 <store>/<key>.json          the key's fields, the request, the render's info and timings (written last)
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
+import inspect
 import io
 import json
 import os
@@ -25,11 +29,12 @@ import numpy as np
 from PIL import Image
 
 from harness.isolated import Isolated
-from harness.target import make_target, parse_spec
+from harness.target import Target, get_target_class, make_target, parse_spec
 from harness.types import GenerationRequest, GenerationResult
 
 WEIGHTS = ("preset", "model")             # the options that say where the weights are
 NOT_IN_KEY = (*WEIGHTS, "max_queue")      # options that do not change a pixel (the weights are in as their hash)
+LIBRARIES = ("torch", "diffusers", "transformers", "tokenizers", "safetensors")  # what the renderer draws with
 
 
 def default_store() -> Path:
@@ -57,6 +62,25 @@ def canonical(value: Any) -> bytes:
 
 def key_of(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(fields)).hexdigest()
+
+
+def renderer_identity(name: str) -> dict[str, Any]:
+    """The source of the target class's package and of its bases (which hold the seeding and rounding), and
+    the versions of the libraries its encoders and VAE come from."""
+    cls = get_target_class(name)
+    files = set(Path(inspect.getfile(cls)).parent.glob("*.py"))
+    files |= {Path(inspect.getfile(c)) for c in cls.__mro__[1:] if issubclass(c, Target) and c is not Target}
+    code = hashlib.sha256()
+    for file in sorted(files):
+        code.update(canonical([file.name, hashlib.sha256(file.read_bytes()).hexdigest()]))
+    return {"code": code.hexdigest(), "libraries": {lib: _version(lib) for lib in LIBRARIES}}
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def weights_hash(root: Path, memo_path: Path) -> str:
@@ -96,6 +120,7 @@ class Oracle:
         self.hits = self.renders = 0
         self.why_not_here: str | None = None    # why the weights cannot be read here, if they cannot
         self._hash: str | None = None
+        self._identity: dict[str, Any] | None = None
         self.lock = threading.Lock()
 
     def weights_hash(self) -> str:
@@ -125,9 +150,19 @@ class Oracle:
     def key_fields(self, request: GenerationRequest) -> dict[str, Any]:
         if request.seed is None:
             raise ValueError("seed=None: a request without a seed has a random image, so no golden image")
-        options = {k: v for k, v in self.options.items() if k not in NOT_IN_KEY}
-        return {"target": self.name, "weights": self.weights_hash(), "options": options,
-                "request": dataclasses.asdict(request)}
+        given = {**self.defaults(), **self.options}  # "device=cpu" and no device at all draw alike
+        options = {k: v for k, v in given.items() if k not in NOT_IN_KEY}
+        if "device" in options:  # cuda:1 draws what cuda:0 draws
+            options["device"] = options["device"].split(":")[0]
+        if self._identity is None:
+            self._identity = renderer_identity(self.name)
+        return {"target": self.name, "weights": self.weights_hash(), "renderer": self._identity,
+                "options": options, "request": dataclasses.asdict(request)}
+
+    def defaults(self) -> dict[str, str]:
+        """The reference's options as the SPEC would give them when it leaves them out."""
+        params = inspect.signature(get_target_class(self.name)).parameters.values()
+        return {p.name: str(p.default) for p in params if p.default not in (inspect.Parameter.empty, None)}
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         """The reference's images for the request; info["golden"] is "hit" or "rendered", info["golden_key"]

@@ -29,6 +29,12 @@ POLL = 0.2     # seconds between checks that the child is still alive while it w
 GRACE = 5.0    # seconds the child has to close its target and exit before it is terminated
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a child interpreter of fluxgate's: the harness importable from any working
+    directory, which stays the caller's (relative model paths mean the same there)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def failure(error: BaseException) -> tuple[str, str]:
     """(contract type name or the error's own, message): picklable, whatever the error holds."""
     kind = next((c.__name__ for c in CONTRACT if isinstance(error, c)), type(error).__name__)
@@ -85,12 +91,10 @@ class Isolated(Target):
         return self.process.pid if self.process else None
 
     def start(self) -> None:
-        # the harness importable from any working directory, which stays the caller's (relative model paths)
-        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         ours, theirs = socket.socketpair()
         with theirs:  # once the child holds its end, only the child does: its death reads as EOF here
             self.process = subprocess.Popen([sys.executable, "-m", "harness.isolated", str(theirs.fileno())],
-                                            pass_fds=[theirs.fileno()], env={**os.environ, "PYTHONPATH": path})
+                                            pass_fds=[theirs.fileno()], env=child_env())
         self.conn = Connection(ours.detach())
         try:
             status, value = self.exchange((self.spec, sys.path))  # answered once the target has started
@@ -127,6 +131,12 @@ class Isolated(Target):
             except (EOFError, OSError):  # the child is gone (or going): say how it ended
                 code = self.wait()
                 raise TargetError(f"{self.spec}: the child process {self.pid} died (exit code {code})") from None
+            except BaseException:  # interrupted mid-exchange (Ctrl-C, a timeout): its answer would still come, as
+                self.process.kill()  # the answer to the next request, so the child goes with it
+                self.process.wait()
+                self.conn.close()
+                self.process = None
+                raise
 
     def loras(self) -> list[str]:
         return self.meta.get("loras", [])
@@ -143,12 +153,17 @@ class Isolated(Target):
             if self.process is None:
                 return
             try:
-                self.conn.send(("close", None))
-            except OSError:  # already dead
-                pass
-            self.wait()
-            self.conn.close()
-            self.process = None
+                try:
+                    self.conn.send(("close", None))
+                except OSError:  # already dead
+                    pass
+                self.wait()
+            finally:  # even when interrupted while waiting: no child outlives its parent's say
+                if self.process.poll() is None:
+                    self.process.kill()
+                    self.process.wait()
+                self.conn.close()
+                self.process = None
 
     def wait(self) -> int:
         """The child's exit code, after GRACE s for it to exit by itself, then SIGTERM, then SIGKILL."""

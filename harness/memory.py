@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import psutil
 
 
-def host_rss(include_children: bool = True) -> int:
-    """Resident bytes of this process (and, by default, the servers it started)."""
+def host_rss(include_children: bool = False) -> int:
+    """Resident bytes of this process (and, if asked, of its children: the oracle and the baseline target run
+    as children, and their memory is not the target's)."""
     me = psutil.Process(os.getpid())
     procs = [me] + (me.children(recursive=True) if include_children else [])
     total = 0
@@ -63,6 +64,7 @@ def _nvml_open():
 
 
 def _nvml_read(nvml, gpu: int | None = None) -> list[int]:
+    """Bytes used on each GPU, or on GPU `gpu` alone."""
     pynvml, handles = nvml
     return [pynvml.nvmlDeviceGetMemoryInfo(h).used for i, h in enumerate(handles) if gpu in (None, i)]
 
@@ -87,13 +89,13 @@ class MemorySampler:
         mem.peak_host, mem.peak_device, mem.samples
     """
     interval: float = 0.05
-    gpu: int | None = None              # the GPU NVML reads (the target's); None: all of them, summed
+    gpu: int | None = None              # the GPU NVML reads (the target's); None: no device (a CPU target)
     samples: list[tuple[float, int, int | None]] = field(default_factory=list)  # (seconds, host, device)
 
     def __enter__(self) -> MemorySampler:
         self._stop = threading.Event()
         self.started = time.perf_counter()
-        self._nvml = _nvml_open()
+        self._nvml = _nvml_open() if self.gpu is not None else None
         self._sample()
         self._thread = threading.Thread(target=self._run, name="fluxgate-memory", daemon=True)
         self._thread.start()
@@ -111,7 +113,7 @@ class MemorySampler:
             self._sample()
 
     def _sample(self) -> None:
-        device = sum(_nvml_read(self._nvml, self.gpu)) if self._nvml else None
+        device = _nvml_read(self._nvml, self.gpu)[0] if self._nvml else None
         self.samples.append((time.perf_counter() - self.started, host_rss(), device))
 
     @property
@@ -133,4 +135,5 @@ class MemorySampler:
         points = [(np.searchsorted(done, self.started + s[0], side="right"), s[column]) for s in self.samples
                   if s[column] is not None]
         n, y = np.array([p[0] for p in points], dtype=float), np.array([p[1] for p in points], dtype=float)
-        return float(np.polyfit(n, y, 1)[0]) if len(n) > 2 and np.ptp(n) > 0 else 0.0
+        # too few points to fit is no evidence of "no leak": NaN, which passes no gate
+        return float(np.polyfit(n, y, 1)[0]) if len(n) > 2 and np.ptp(n) > 0 else float("nan")

@@ -87,7 +87,8 @@ def pytest_configure(config):
     if baseline is not None and worker is None and not config.getoption("force_baseline"):
         from harness.environment import environment
 
-        differences = baseline.differences(config.getoption("target"), profile, environment())
+        differences = baseline.differences(config.getoption("target"), config.getoption("baseline_target"), profile,
+                                           environment())
         if differences:
             raise pytest.UsageError(f"--baseline {config.getoption('baseline')}: measured on another "
                                     f"{'; '.join(differences)}: its numbers are not comparable "
@@ -96,7 +97,8 @@ def pytest_configure(config):
     run_dir = Path(worker["fluxgate_run_dir"]) if worker else \
         Path(config.getoption("out")) / (config.getoption("run_id") or new_run_id())
     config.stash[RUN] = Run(id=run_dir.name, dir=run_dir.resolve(), target_spec=config.getoption("target"),
-                            profile=profile.describe(), baseline=config.getoption("baseline"))
+                            profile=profile.describe(), baseline=config.getoption("baseline"),
+                            baseline_target=config.getoption("baseline_target"))
     if worker is None:
         config.pluginmanager.register(RunLog(config), "fluxgate-runlog")
         # a timeout's SIGTERM becomes Ctrl-C, so pytest unwinds and the report is still written
@@ -158,16 +160,17 @@ def target(pytestconfig, profile):
     except Exception as e:  # whatever the reason, the run cannot go on without its target
         pytestconfig.stash[RUN].status = "target_unavailable"
         pytest.exit(f"--target {spec!r} is unavailable: {type(e).__name__}: {e}", returncode=3)
-    if t.capabilities.remote:
-        timed_generate(t, profile.request())
+    if t.capabilities.remote:  # its first request, as the client saw it end to end
+        first = profile.request()
+        t.first_call = (first, timed_generate(t, first).timings["total"])
     yield t
     t.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def baseline_target(pytestconfig):
-    """The --baseline-target, started once in a process of its own, so that its weights and peaks are not
-    the target's (tests that need it skip without it)."""
+    """The --baseline-target, in a process of its own, so that its weights and peaks are not the target's,
+    and only while the module that asks for it runs (tests that need it skip without it)."""
     from harness.isolated import Isolated
 
     spec = pytestconfig.getoption("baseline_target")
@@ -178,9 +181,7 @@ def baseline_target(pytestconfig):
 
 
 @pytest.fixture(scope="session")
-def reference(pytestconfig, target):
-    """The oracle: the reference FLUX on the target's own weights, as golden images on disk (rendered once,
-    in a process of its own, keyed by the weights' hash, dtype, device and request)."""
+def _oracle(pytestconfig, target):
     from harness.golden import Oracle, default_store
 
     spec = target.reference_spec()
@@ -193,8 +194,17 @@ def reference(pytestconfig, target):
         oracle.weights_hash()  # the weights here, or their hash in a store rendered where they are
     except LookupError as e:
         pytest.skip(f"no oracle for {target.name}: {e}")
-    yield oracle
-    oracle.close()
+    return oracle
+
+
+@pytest.fixture
+def reference(_oracle):
+    """The oracle: the reference FLUX on the target's own weights, as golden images on disk (rendered once, in
+    a process of its own, keyed by the weights' hash, the renderer's code and libraries, dtype, device and
+    request). The process that renders a miss lives only as long as the test: a second model must not sit
+    beside the target through the tests that measure its memory."""
+    yield _oracle
+    _oracle.close()
 
 
 @pytest.fixture
@@ -267,13 +277,14 @@ class RunLog:
         """Close the run, whatever ended it, and let the report writers write."""
         if not self.run.tests and self.run.status != "target_unavailable":
             return
-        recorded = {m.name for t in self.run.tests.values() for m in t.metrics}
+        recorded = {m.name for t in self.run.tests.values() for m in t.metrics if m.note is None}  # gated or gateable
         ran = {t.category for t in self.run.tests.values() if t.outcome != "skipped"}
         self.run.profile["unmatched"] = self.config.stash[SETUP]["profile"].unmatched(recorded, ran)
         self.run.finished = time.time()
         self.run.exit_code = int(exitstatus)
         if self.run.status == "running":
-            self.run.status = "interrupted" if exitstatus == pytest.ExitCode.INTERRUPTED else "complete"
+            self.run.status = {pytest.ExitCode.INTERRUPTED: "interrupted",
+                               pytest.ExitCode.INTERNAL_ERROR: "internal_error"}.get(exitstatus, "complete")
         self.config.hook.pytest_fluxgate_run_updated(run=self.run, final=True)
 
     @pytest.hookimpl(trylast=True)  # after pytest-benchmark's tables and pytest's own summary
@@ -290,7 +301,7 @@ class RunLog:
             for reason in metric.reasons:
                 tr.write_line(f"gate failed: {reason}  [{nodeid}]", red=True)
         if run.profile["unmatched"]:
-            tr.write_line(f"thresholds that gated nothing (no test recorded them): {', '.join(run.profile['unmatched'])}",
+            tr.write_line(f"thresholds that gated nothing (no test recorded them, or not with the samples they need): {', '.join(run.profile['unmatched'])}",
                           yellow=True)
         tr.write_line(f"reports: {run.dir}")
 

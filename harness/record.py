@@ -162,9 +162,10 @@ class Run:
     target_spec: str
     profile: dict[str, Any]                 # Profile.describe(): name, content, hash, unmatched thresholds
     baseline: str | None = None
+    baseline_target: str | None = None      # the SPEC speed-ups were measured against
     started: float = field(default_factory=time.time)
     finished: float | None = None
-    status: str = "running"                 # running | complete | interrupted | target_unavailable
+    status: str = "running"                 # running | complete | interrupted | internal_error | target_unavailable
     exit_code: int | None = None
     target: dict[str, Any] = field(default_factory=dict)        # Target.describe()
     environment: dict[str, Any] = field(default_factory=dict)
@@ -182,7 +183,7 @@ class Run:
 
     @property
     def verdict(self) -> str:
-        if self.status in ("interrupted", "target_unavailable", "running"):
+        if self.status != "complete":
             return "error"  # an unfinished run proves nothing either way
         verdicts = [c["verdict"] for c in self.categories().values()]
         return "fail" if "fail" in verdicts else "pass" if "pass" in verdicts else "skip"
@@ -200,6 +201,7 @@ class Run:
             "target": {"spec": self.target_spec, **self.target},
             "profile": self.profile,
             "baseline": self.baseline,
+            "baseline_target": self.baseline_target,
             "categories": self.categories(),
             "tests": [{**asdict(t), "verdict": t.verdict} for t in self.tests.values()],
         }

@@ -113,7 +113,8 @@ class LocalTarget(Target):
         return f"preset={self.preset}" if self.preset else f"model={self.model}"
 
     def reference_spec(self) -> str:
-        return f"reference:{self.weights()},dtype={self.dtype_name},device={self.device}"
+        return (f"reference:{self.weights()},dtype={self.dtype_name},device={self.device}"
+                f",max_sequence_length={self.max_sequence_length}")  # T5's length decides the pixels too
 
     @property
     def dtype_name(self) -> str:

@@ -53,8 +53,16 @@ def test_globs_are_anchored_and_the_most_specific_wins(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [
-    ('[thresholds]\n"equivalence.psnr" = 3\n', "give min and/or max"),
-    ('[thresholds]\n"equivalence.psnr" = { below = 3 }\n', "give min and/or max"),
+    ('[thresholds]\n"equivalence.psnr" = 3\n', "threshold 'equivalence.psnr' = 3: give a table (min, max, optional)"),
+    ('[thresholds]\n"equivalence.psnr" = { optional = true }\n', "give min and/or max"),
+    ('[thresholds]\n"equivalence.psnr" = { below = 3 }\n', "field 'below' is not one fluxgate knows"),
+    ('[thresholds]\n"equivalence.psnr" = { min = "30" }\n', "min = '30' must be int or float"),
+    ('[tolerances]\n"latency.*" = "half"\n', "tolerance 'latency.*' = 'half': give a table"),
+    ('[baseline]\ntolerance = "10%"\n', "tolerance = '10%' must be int or float"),
+    ('[metrics]\n"my.score" = { beter = "higher" }\n', "field 'beter' is not one fluxgate knows; did you mean 'better'"),
+    ('[metrics]\n"my.score" = 3\n', "[metrics] 'my.score' = 3: give a table"),
+    ('[settings]\nscaling_steps = ["a"]\n', "scaling_steps = ['a']: must be list"),
+    ('name = 3\n', "name = 3 must be a string"),
     ('[thresholds\n', "not valid TOML"),
     ('[settings]\nlatncy_runs = 5\n', "[settings] 'latncy_runs' is not one fluxgate knows; did you mean 'latency_runs'"),
     ('[settings]\nsize = "256"\n', "size = '256': must be int"),
@@ -63,7 +71,7 @@ def test_globs_are_anchored_and_the_most_specific_wins(tmp_path):
     ('[thresholds]\n"throughput.api" = { min = 10 }\n', "'throughput.api' matches no metric fluxgate records"),
     ('[tolerances]\n"latncy.*" = 0.5\n', "[tolerances] 'latncy.*' is not one fluxgate knows"),
     ('[threshold]\n"latency.p50" = { max = 1 }\n', "section 'threshold' is not one fluxgate knows; did you mean 'thresholds'"),
-    ('[baseline]\ntolerence = 0.1\n', "[baseline] 'tolerence'"),
+    ('[baseline]\ntolerence = 0.1\n', "[baseline]: field 'tolerence' is not one fluxgate knows; did you mean 'tolerance'"),
 ])
 def test_bad_profiles_are_named(tmp_path, text, message):
     with pytest.raises(ValueError) as refused:
@@ -144,11 +152,12 @@ def test_a_baseline_from_another_target_profile_or_machine_is_named(tmp_path):
     env = {"cpu": "x86", "cpu_count": 2, "gpus": []}
     cpu = Profile.load("cpu-tiny")
     base = Baseline(write_baseline(tmp_path, {}, spec="reference", environment=env))
-    assert base.differences("reference", cpu, env) == []
-    other = base.differences("pipeline:preset=tiny-dev", Profile.load("flux-dev-h100"),
+    assert base.differences("reference", None, cpu, env) == []
+    other = base.differences("pipeline:preset=tiny-dev", "reference", Profile.load("flux-dev-h100"),
                              {"cpu": "arm", "cpu_count": 2, "gpus": [{"name": "NVIDIA H100"}]})
     text = "; ".join(other)
     assert "target 'pipeline:preset=tiny-dev' (the baseline's: 'reference')" in text
+    assert "baseline target 'reference' (the baseline's: None)" in text
     assert "profile 'flux-dev-h100'" in text and "setting size=1024 (the baseline's: 256)" in text
     assert "CPU 'arm'" in text and "GPUs ['NVIDIA H100'] (the baseline's: [])" in text
 

@@ -71,7 +71,7 @@ def test_the_capabilities_and_reference_come_from_the_service(service):
         caps = target.capabilities
         assert caps.remote and not caps.components and caps.max_queue == 4 and caps.lora
         assert target.loras() == ["tiny-style"]
-        assert target.reference_spec() == "reference:preset=tiny-dev,dtype=fp32,device=cpu"
+        assert target.reference_spec() == "reference:preset=tiny-dev,dtype=fp32,device=cpu,max_sequence_length=512"
         assert target.health()
     with make_target(f"{service.url}?protocol=a1111") as target:
         assert not target.capabilities.lora and target.loras() == []  # the protocol has no LoRA field

@@ -63,7 +63,7 @@ def test_isolated_runs_elsewhere_and_draws_the_reference_images(isolated, starte
 
 def test_isolated_mirrors_the_child(isolated):
     assert isolated.name == "reference" and isolated.loras() == ["tiny-style"]
-    assert isolated.reference_spec() == "reference:preset=tiny-dev,dtype=fp32,device=cpu"
+    assert isolated.reference_spec() == "reference:preset=tiny-dev,dtype=fp32,device=cpu,max_sequence_length=512"
     caps = isolated.capabilities
     assert caps.max_queue == 2 and caps.lora                     # the child's, from its SPEC
     assert caps.remote and not caps.local_gpu and not caps.components  # but its memory, GPU and parts are not here
@@ -160,6 +160,28 @@ def test_the_key_is_the_weights_hash_options_and_request(golden):
     assert oracle.key(request(seed=6)) != key
     assert oracle.key(request(seed=5, guidance_scale=4.0)) != key
     assert Oracle(f"{golden.spec},dtype=bf16", golden.store).key(request(seed=5)) != key
+    # a default spelt out is the default; another T5 length is another image
+    assert Oracle(f"{golden.spec},device=cpu,max_sequence_length=512", golden.store).key(request(seed=5)) == key
+    assert Oracle(f"{golden.spec},max_sequence_length=77", golden.store).key(request(seed=5)) != key
+
+
+def test_the_key_changes_with_the_renderers_code_or_libraries(golden, monkeypatch):
+    import harness.golden
+
+    key = Oracle(golden.spec, golden.store).key(request(seed=5))
+    monkeypatch.setattr(harness.golden, "_version", lambda name: "9.9")  # an upgrade
+    assert Oracle(golden.spec, golden.store).key(request(seed=5)) != key
+    monkeypatch.undo()
+    # a fix in the renderer's package: the same spec, another key
+    package = golden.store.parent / "pkg" / "myref"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "mine.py").write_text("from targets.reference import ReferenceTarget\n"
+                                     "class Mine(ReferenceTarget):\n    pass\n")
+    monkeypatch.syspath_prepend(str(package.parent))
+    before = harness.golden.renderer_identity("myref.mine:Mine")["code"]
+    (package / "sampling.py").write_text("SHIFT = 1.15  # a fix\n")
+    assert harness.golden.renderer_identity("myref.mine:Mine")["code"] != before
 
 
 def test_a_request_without_a_seed_or_a_spec_without_weights_has_no_golden_image(golden):

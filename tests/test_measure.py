@@ -48,9 +48,13 @@ def test_a_leak_is_measured_per_request_whatever_the_rate():
                 answered.append(time.perf_counter())
                 time.sleep(gap)
         assert mem.per_request(answered) / 2**20 == pytest.approx(8, rel=0.2)
+    answered = []
     with MemorySampler(interval=0.005) as mem:  # no leak: answers with nothing kept
-        answered = [time.perf_counter() for _ in range(20) if time.sleep(0.01) is None]
+        for _ in range(20):
+            time.sleep(0.01)
+            answered.append(time.perf_counter())
     assert abs(mem.per_request(answered)) / 2**20 < 1
+    assert np.isnan(mem.per_request([]))  # no answers, no evidence either way: NaN, which passes no gate
 
 
 def test_without_a_gpu_device_numbers_are_absent_not_zero():

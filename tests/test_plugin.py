@@ -31,7 +31,8 @@ def test_markers_and_fixtures_are_documented(pytester):
                    "benchmark:"):
         assert f"@pytest.mark.{marker}" in out
     out = pytester.runpytest(*PLUGINS, "--fixtures").stdout.str()
-    for fixture in ("target [session scope]", "reference [session scope]", "recorder", "profile [session scope]"):
+    for fixture in ("target [session scope]", "reference --", "baseline_target [module scope]", "recorder",
+                    "profile [session scope]"):
         assert fixture in out
     assert "fluxgate: the target under test" in pytester.runpytest(*PLUGINS, "--help").stdout.str()
 
@@ -143,3 +144,11 @@ def test_a_remote_targets_first_request_is_the_plain_one_whatever_runs_first(pyt
     # the edge case alone, then both: either way the session's first request is the plain one
     pytester.runpytest(*PLUGINS, "--target", "fakes.remote:Remote", "-k", "test_e").assert_outcomes(passed=1)
     pytester.runpytest(*PLUGINS, "--target", "fakes.remote:Remote").assert_outcomes(passed=2)
+
+
+def test_the_baseline_target_runs_in_a_process_of_its_own(pytester, suites):
+    suites({"suites/performance/test_b.py": "import os\n"
+            "def test_b(baseline_target):\n"
+            "    assert baseline_target.pid not in (None, os.getpid()) and baseline_target.describe()['isolated']\n"
+            "    assert baseline_target.name == 'reference'\n"})
+    pytester.runpytest_subprocess(*PLUGINS, "--baseline-target", "reference:preset=tiny-schnell").assert_outcomes(passed=1)

@@ -80,7 +80,7 @@ def test_health_ready_and_info(service):
     assert sorted(rounds)[10] < 0.02, f"median round trip {sorted(rounds)[10] * 1000:.0f} ms: Nagle is on"
     assert httpx.get(f"{service.url}/ready").json()["status"] == "ready"
     info = httpx.get(f"{service.url}/info").json()
-    assert info["reference_spec"] == "reference:preset=tiny-dev,dtype=fp32,device=cpu"
+    assert info["reference_spec"] == "reference:preset=tiny-dev,dtype=fp32,device=cpu,max_sequence_length=512"
     assert info["capabilities"]["max_queue"] == 4 and info["loras"] == ["tiny-style"]
 
 

@@ -34,6 +34,12 @@ def _percentiles(prefix: str, doc: str, absolute: float = 0.002) -> list[Definit
 
 LEVELS = 1.0  # one uint8 level: rounding alone can move an image this much
 
+MEMORY_PEAKS = [
+    Definition("memory.host_peak", "MiB", "lower", 16, "resident memory of the target's process (the oracle and "
+               "the baseline target run in processes of their own)"),
+    Definition("memory.device_peak", "MiB", "lower", 16, "the target's GPU as NVML sees it (every process on it)"),
+]
+
 PERFORMANCE = [
     *_percentiles("latency", "warm end-to-end latency of sequential requests"),
     Definition("throughput", "images/s", "higher", 0.01, "images per second with the target kept busy at its "
@@ -48,13 +54,9 @@ PERFORMANCE = [
     Definition("scaling.batch.slope", "s/image", "lower", 0.002, "latency per extra image in a request"),
     Definition("scaling.*.intercept", "s", None, doc="the fitted line at zero"),
     Definition("scaling.*.r2", "", None, doc="how straight the line is"),
-    Definition("memory.host_peak", "MiB", "lower", 16, "resident memory of this process and its children"),
+    *MEMORY_PEAKS,
     Definition("memory.gpu_peak", "MiB", "lower", 16, "torch's peak allocation on the target's own device"),
-    Definition("memory.device_peak", "MiB", "lower", 16, "the target's GPU as NVML sees it (every process)"),
     Definition("memory.per_extra_image", "MiB", "lower", 16, "peak growth from 1 to 2 images per request"),
-    Definition("memory.host_per_request", "MiB/request", "lower", 0.5, "host memory kept per request served "
-               "(a leak): the slope of resident memory against requests answered"),
-    Definition("memory.device_per_request", "MiB/request", "lower", 0.5, "device memory kept per request"),
     Definition("speedup", "x", "higher", 0.02, "median of paired ratios, baseline target time / target time"),
     Definition("benchmark.median", "s", None, doc="pytest-benchmark's median"),
     Definition("benchmark.iqr", "s", None, doc="pytest-benchmark's interquartile range"),
@@ -100,7 +102,12 @@ UNIT = [
 
 STRESS = [
     Definition("*.answers.*", "requests", None, doc="how a load test's requests ended, by kind"),
-    *_percentiles("ramp.c*.latency", "closed-loop latency at concurrency c"),
+    Definition("memory.host_per_request", "MiB/request", "lower", 0.5, "host memory kept per request served "
+               "(a leak): the slope of resident memory against requests answered"),
+    Definition("memory.device_per_request", "MiB/request", "lower", 0.5, "device memory kept per request"),
+    *MEMORY_PEAKS,  # under sustained load as well as for one request
+    *[dataclasses.replace(d, better=None) for d in _percentiles("ramp.c*.latency", "closed-loop latency at "
+                                                                 "concurrency c (informational: the ramp's shape)")],
     Definition("ramp.c*.throughput", "images/s", "higher", 0.01, "closed-loop throughput at concurrency c"),
     *_percentiles("open_loop.latency", "open-loop latency from each request's scheduled time"),
     Definition("open_loop.throughput", "images/s", "higher", 0.01),
@@ -140,6 +147,10 @@ def categories(pattern: str, extra: list[Definition] = ()) -> set[str]:
 
 
 def closest(pattern: str, extra: list[Definition] = ()) -> str | None:
-    names = [d.name for d in [*extra, *CATALOGUE]]
-    match = difflib.get_close_matches(pattern, names, n=1, cutoff=0.5)
+    """The known metric name nearest a misspelt one."""
+    return closest_of(pattern, [d.name for d in [*extra, *CATALOGUE]])
+
+
+def closest_of(word: str, known: list[str]) -> str | None:
+    match = difflib.get_close_matches(word, known, n=1, cutoff=0.5)
     return match[0] if match else None
