@@ -172,15 +172,22 @@ def test_a_crash_leaves_the_report_as_of_the_last_test(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "timeout"])
 def test_an_interrupted_run_writes_all_reports(tmp_path, sig):
+    # a shell's background job inherits SIGINT ignored, and Python keeps an inherited SIG_IGN: give the run the
+    # Ctrl-C a terminal would
     proc = subprocess.Popen([sys.executable, str(ROOT / "run_tests.py"), f"--out={tmp_path}",
                              "--target", "tests.fakes:Flawed:delay=1.5"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while load_report(tmp_path) is None:  # wait until the first test has finished and been recorded
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
-        time.sleep(0.2)
-    proc.send_signal(sig)
-    output, _ = proc.communicate(timeout=60)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while load_report(tmp_path) is None:  # wait until the first test has finished and been recorded
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+    finally:  # a run that did not stop must not go on eating the CPU the next tests measure with
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 1, output
     report = load_report(tmp_path)
     assert report["run"]["status"] == "interrupted" and report["run"]["verdict"] == "error"
