@@ -22,7 +22,7 @@ def environment() -> dict:
         "cpu_count": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total,
         "gpus": _gpus(),
-        "libraries": {name: _version(name) for name in LIBRARIES},
+        "libraries": {name: version(name) for name in LIBRARIES},
         "fluxgate_commit": _git_commit(),
     }
 
@@ -59,7 +59,8 @@ def _gpus() -> list[dict]:
              "cuda": torch.version.cuda} for i in range(torch.cuda.device_count())]
 
 
-def _version(name: str) -> str | None:
+def version(name: str) -> str | None:
+    """An installed distribution's version, or None."""
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:

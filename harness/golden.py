@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import inspect
 import io
 import json
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from harness import environment
 from harness.isolated import Isolated
 from harness.target import Target, get_target_class, make_target, parse_spec
 from harness.types import GenerationRequest, GenerationResult
@@ -73,14 +73,7 @@ def renderer_identity(name: str) -> dict[str, Any]:
     code = hashlib.sha256()
     for file in sorted(files):
         code.update(canonical([file.name, hashlib.sha256(file.read_bytes()).hexdigest()]))
-    return {"code": code.hexdigest(), "libraries": {lib: _version(lib) for lib in LIBRARIES}}
-
-
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    return {"code": code.hexdigest(), "libraries": {lib: environment.version(lib) for lib in LIBRARIES}}
 
 
 def weights_hash(root: Path, memo_path: Path) -> str:

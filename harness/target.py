@@ -34,6 +34,12 @@ class Capabilities:
     remote: bool = False         # served by another process or host: a fresh client is not a fresh server,
                                  # and this process's memory is not the server's
 
+    @property
+    def busy(self) -> int:
+        """Requests in flight that keep it busy: those it serves at once, plus one waiting where it queues, so it
+        never idles between an answer and the next send."""
+        return self.concurrency + (1 if self.max_queue else 0)
+
 
 def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool = True) -> None:
     """Raise InvalidRequest naming the first value that breaks a rule of the contract.

@@ -57,10 +57,8 @@ def test_warm_latency(target, make_request, profile, recorder):
 
 
 def test_throughput(target, make_request, profile, recorder):
-    """Images per second with the target kept busy: as many requests in flight as it serves at once, plus one
-    waiting where it queues, so it never idles between an answer and the next send."""
-    caps = target.capabilities
-    in_flight = caps.concurrency + (1 if caps.max_queue else 0)
+    """Images per second with the target kept busy (Capabilities.busy requests in flight)."""
+    in_flight = target.capabilities.busy
     request = make_request("a lighthouse at dusk")
     closed_loop(target.generate, lambda i: request, concurrency=in_flight, count=in_flight)  # warm every worker
     result = closed_loop(target.generate, lambda i: request, concurrency=in_flight,

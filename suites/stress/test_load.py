@@ -76,9 +76,7 @@ def test_overflow_is_refused_cleanly_then_served(target, profile, recorder, make
 def test_highest_sustained_rate(target, profile, recorder, load_request):
     """Open-loop steps at rising rates: the highest rate served in full (nothing shed, nothing failed,
     throughput within 10% of the offered rate) and the first rate at which the target sheds load."""
-    caps = target.capabilities
-    busy = closed_loop(target.generate, load_request, concurrency=caps.concurrency + (1 if caps.max_queue else 0),
-                       count=8)
+    busy = closed_loop(target.generate, load_request, concurrency=target.capabilities.busy, count=8)
     assert_accounted(busy)
     assert busy.counts()["ok"], "no request was served to start the search from"
     # from half of what it serves kept busy from several threads, as the open loop sends (one request at a time
