@@ -11,7 +11,8 @@ Fixtures:
 
 A suite test's category comes from its folder (suites/<category>/), so `-m performance` and
 `--category performance` select the same tests; the categories run in order (unit, integration, performance,
-quality, stress, edge cases).
+quality, stress, edge cases). A test outside suites/ that runs with them (a file named on the command line)
+runs after them and is reported under "other".
 """
 from __future__ import annotations
 
@@ -115,22 +116,22 @@ def pytest_collection_modifyitems(config, items):
     import torch
 
     no_cuda = not torch.cuda.is_available()
-    order = {}
-    for item in items:
-        parts = item.path.parts
-        if "suites" in parts and parts.index("suites") + 1 < len(parts) - 1:
-            category = FOLDERS.get(parts[parts.index("suites") + 1])
-            if category:
-                item.add_marker(category)
-                item.user_properties.append((CATEGORY_PROPERTY, category))  # travels with every report
-                order[item] = CATEGORIES.index(category)
+    categories = {item: _category(item.path) for item in items}
+    # a session with suite tests is a run, and reports every test it runs, so that one outside suites/ (a file
+    # named on the command line) cannot fail the exit code unseen; fluxgate's own tests alone make no report
+    reported = any(categories.values())
+    for item, category in categories.items():
+        if category:
+            item.add_marker(category)
+        if reported:
+            item.user_properties.append((CATEGORY_PROPERTY, category))  # travels with every report
         if item.get_closest_marker("gpu") and (no_cuda or config.getoption("skip_gpu")):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device" if no_cuda else "--skip-gpu"))
         if item.get_closest_marker("slow") and config.getoption("skip_slow"):
             item.add_marker(pytest.mark.skip(reason="--skip-slow"))
     # the README's order, not the folders' alphabetical one (edge_cases would run first and warm a server
     # whose cold start the performance suite measures); tests outside suites/ keep their place after them
-    items.sort(key=lambda item: order.get(item, len(CATEGORIES)))
+    items.sort(key=lambda item: (CATEGORIES + [None]).index(categories[item]))
 
 
 @pytest.fixture(scope="session")
@@ -244,6 +245,7 @@ class RunLog:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.run: Run = config.stash[RUN]
+        self.uncollected: list[TestRecord] = []  # files that did not collect: they join the run's tests, if any
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session):
@@ -251,10 +253,17 @@ class RunLog:
 
         self.run.environment = environment()
 
+    def pytest_collectreport(self, report):
+        """A file that does not collect (an import or syntax error) errs as a test would: none of its tests ran,
+        and the report and the summary say so, as pytest's exit code does."""
+        if report.failed:
+            self.uncollected.append(TestRecord(report.nodeid, _category(Path(report.fspath)), "error",
+                                               message=_short(report)))
+
     def pytest_runtest_logreport(self, report):
         props = dict(report.user_properties)
         if CATEGORY_PROPERTY not in props:
-            return  # not a suite test: fluxgate's own tests make no report
+            return  # not a run of the suites: fluxgate's own tests make no report
         test = self.run.tests.setdefault(report.nodeid, TestRecord(report.nodeid, props[CATEGORY_PROPERTY]))
         test.duration += report.duration
         if report.skipped:
@@ -277,6 +286,8 @@ class RunLog:
         """Close the run, whatever ended it, and let the report writers write."""
         if not self.run.tests and self.run.status != "target_unavailable":
             return
+        for test in self.uncollected:
+            self.run.tests.setdefault(test.nodeid, test)
         recorded = {m.name for t in self.run.tests.values() for m in t.metrics if m.note is None}  # gated or gateable
         ran = {t.category for t in self.run.tests.values() if t.outcome != "skipped"}
         self.run.profile["unmatched"] = self.config.stash[SETUP]["profile"].unmatched(recorded, ran)
@@ -304,6 +315,14 @@ class RunLog:
             tr.write_line(f"thresholds that gated nothing (no test recorded them, or not with the samples they need): {', '.join(run.profile['unmatched'])}",
                           yellow=True)
         tr.write_line(f"reports: {run.dir}")
+
+
+def _category(path: Path) -> str | None:
+    """The category of a test in suites/<folder>/; None outside suites/."""
+    parts = path.parts
+    if "suites" in parts and parts.index("suites") + 1 < len(parts) - 1:
+        return FOLDERS.get(parts[parts.index("suites") + 1])
+    return None
 
 
 def _short(report) -> str:

@@ -51,6 +51,14 @@ class Settings:
     # edge cases
     edge_timeout: float = 30.0          # seconds before a request counts as hung
     hypothesis_examples: int = 25
+    # hostile clients (HTTP targets)
+    oversize_body: int = 20 * 2**20     # bytes: far past any sane request, small enough to send in a blink
+    abandon_steps: int = 1000           # a request its client walks away from: the contract's most steps, so a
+                                        # service that does not cancel it stays busy for minutes
+    abandon_after: float = 1.0          # seconds the client waits before it walks away
+    cancel_grace: float = 2.0           # seconds the service may take to come free after that: one step at
+                                        # the profile's size, with room
+    slow_client_limit: float = 15.0     # seconds a connection that sends nothing, or trickles, may be held
 
 
 NAMES = [f.name for f in dataclasses.fields(Settings)]

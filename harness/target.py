@@ -30,7 +30,11 @@ class Capabilities:
     lora: bool = False
     max_batch: int = 8           # images per request; more is InvalidRequest, not an OOM
     max_side: int = 2048         # pixels; FLUX.1 is trained up to about 2 MP
+    max_pixels: int = 8 * 1024 * 1024  # per request, all images together: eight 1 MP images or two 2048²;
+                                       # activations grow with it, so it bounds a request's memory
     max_steps: int = 1000        # the scheduler's training timesteps: more steps mean nothing
+    max_prompt_chars: int = 20_000  # per prompt, checked before tokenizing: T5's 512 tokens are about 2,000
+                                    # characters of English, so this leaves room for prompts cut on purpose
     remote: bool = False         # served by another process or host: a fresh client is not a fresh server,
                                  # and this process's memory is not the server's
 
@@ -48,7 +52,7 @@ def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool =
     hold, the batch total it may split into calls) and leaves the ranges for the server to judge.
     """
     def fail(name: str, value: Any, rule: str):
-        raise InvalidRequest(f"{name}={value!r}: {rule}")
+        raise InvalidRequest(f"{name}={excerpt(value)}: {rule}")
 
     def integer(value: Any) -> bool:
         return isinstance(value, Integral) and not isinstance(value, bool)
@@ -59,6 +63,12 @@ def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool =
         fail("prompt", prompt, "must be a string or a list of strings")
     if not prompts:
         fail("prompt", prompt, "must hold at least one prompt")
+    for p in prompts:  # length first: it is free, and what follows costs time in the length
+        if ranges and len(p) > caps.max_prompt_chars:
+            fail("prompt", p, f"longer than the {caps.max_prompt_chars:,} characters accepted")
+        if not unicode(p):
+            fail("prompt", p, "must be valid Unicode text (it holds a lone surrogate, which no tokenizer "
+                              "or UTF-8 encoder takes)")
     for name in ("height", "width"):
         value = getattr(request, name)
         if not integer(value):
@@ -79,6 +89,10 @@ def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool =
         fail("num_images", count, "must be an integer >= 1")
     if len(prompts) * count > caps.max_batch:
         fail("num_images", count, f"{len(prompts)} prompt(s) x {count} exceeds the batch limit of {caps.max_batch}")
+    pixels = len(prompts) * count * request.height * request.width
+    if ranges and pixels > caps.max_pixels:
+        fail("num_images", count, f"{len(prompts) * count} image(s) of {request.width}x{request.height} are "
+                                  f"{pixels:,} pixels; a request may have at most {caps.max_pixels:,}")
     if request.lora is not None and not isinstance(request.lora, str):
         fail("lora", request.lora, "must be None or the name of a LoRA")
     if request.lora is not None and not caps.lora:
@@ -89,6 +103,24 @@ def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool =
     seed = request.seed
     if seed is not None and (not integer(seed) or ranges and not 0 <= seed < 2**63 - caps.max_batch):
         fail("seed", seed, f"must be None or an integer from 0 to {2**63 - caps.max_batch - 1}")
+
+
+def unicode(text: str) -> bool:
+    """Whether `text` is valid Unicode: no lone surrogate (which JSON's \\ud800 escapes can carry)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def excerpt(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to about `limit` characters: an error names the value without echoing 50 MB back."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, str) else f"{len(text):,} characters as text"
+    return f"{text[:limit]}... ({size})"
 
 
 class Target(abc.ABC):

@@ -51,3 +51,8 @@ class TargetError(TargetFailure):
 
 class Unavailable(TargetFailure):
     """The target cannot be reached or is not ready."""
+
+
+class Cancelled(TargetFailure):
+    """Nobody waits for the result any more (the client went away, the deadline passed): the work stopped
+    early, between two denoising steps (harness.cancel)."""

@@ -17,6 +17,7 @@ import base64
 import dataclasses
 import io
 import json
+import os
 import re
 import time
 from collections import defaultdict
@@ -144,7 +145,10 @@ class HttpTarget(Target):
         self.client: httpx.Client | None = None
 
     def headers(self) -> dict[str, str]:
-        return {}
+        """A service that wants a key (fluxgate's, bound beyond loopback) gets $FLUXGATE_API_KEY as a Bearer
+        token: read from the environment only, so it never reaches a SPEC, a report or a log."""
+        key = os.environ.get("FLUXGATE_API_KEY")
+        return {"Authorization": f"Bearer {key}"} if key else {}
 
     def start(self) -> None:
         limits = httpx.Limits(max_connections=self.pool, max_keepalive_connections=self.pool)
@@ -160,6 +164,8 @@ class HttpTarget(Target):
     def probe(self) -> dict:
         """The service's /info if it is fluxgate's (and ready), {} for another server; Unavailable if none."""
         response = self.send("GET", "/info")
+        if response.status_code in (401, 403):
+            self.check(response)
         info = response.json() if response.headers.get("content-type") == "application/json" else None
         if response.status_code != 200 or not isinstance(info, dict) or info.get("service") != "fluxgate":
             return {}
@@ -189,6 +195,9 @@ class HttpTarget(Target):
             return response
         where = f"HTTP {status} from {self.path}"
         message, param = error_of(response)
+        if status in (401, 403):
+            state = "was refused" if self.headers() else "is not set"
+            raise Unavailable(f"{self.url}: {where}: {message} (FLUXGATE_API_KEY {state})")
         if status in (429, 503):
             retry = response.headers.get("retry-after")
             raise Overloaded(f"{message} ({where}{f', retry after {retry} s' if retry else ''})")

@@ -50,6 +50,13 @@ def seeds(request: GenerationRequest) -> list[int]:
     return [base + i for i in range(len(request.prompts))]
 
 
+def truncated(tokenizer, prompts: list[str], limit: int) -> list[int]:
+    """Which prompts `tokenizer` cuts at `limit` tokens, learnt by asking for one token more, never for the
+    whole prompt (whose ids could be millions of Python ints)."""
+    ids = tokenizer(prompts, truncation=True, max_length=limit + 1).input_ids
+    return [i for i, t in enumerate(ids) if len(t) > limit]
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     # (N, 3, H, W) in [0, 1] -> (N, H, W, 3) uint8, rounded as diffusers rounds for PIL
     return (images.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype(np.uint8)

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from harness import cancel
 from harness.target import check_request
 from harness.types import GenerationRequest, GenerationResult
-from targets.local import LocalTarget, seeds, to_uint8
+from targets.local import LocalTarget, seeds, to_uint8, truncated
 
 if TYPE_CHECKING:
     from targets.pipeline_sampling import Shift
@@ -61,8 +62,7 @@ class PipelineTarget(LocalTarget):
     def truncated(self, prompts: list[str]) -> list[int]:
         """Which prompts a tokenizer cuts: CLIP at its 77 tokens, T5 at max_sequence_length."""
         limits = [(self.pipe.tokenizer, self.pipe.tokenizer_max_length), (self.pipe.tokenizer_2, self.max_sequence_length)]
-        return sorted({i for tokenizer, limit in limits for i, ids in enumerate(tokenizer(prompts).input_ids)
-                       if len(ids) > limit})
+        return sorted({i for tokenizer, limit in limits for i in truncated(tokenizer, prompts, limit)})
 
     @torch.inference_mode()
     def velocity(self, img: Tensor, txt: Tensor, vec: Tensor, sigma: float, guidance: float, height: int,
@@ -110,7 +110,7 @@ class PipelineTarget(LocalTarget):
             return self.pipe(prompt=request.prompt, num_images_per_prompt=request.num_images, height=request.height,
                              width=request.width, num_inference_steps=request.num_inference_steps,
                              guidance_scale=request.guidance_scale, generator=generators, output_type=output_type,
-                             max_sequence_length=self.max_sequence_length).images
+                             max_sequence_length=self.max_sequence_length, callback_on_step_end=_check_cancel).images
 
     def render(self, request: GenerationRequest) -> GenerationResult:
         start = time.perf_counter()
@@ -118,3 +118,9 @@ class PipelineTarget(LocalTarget):
         timings = {"pipeline": time.perf_counter() - start}
         truncated = self.truncated([request.prompt] if isinstance(request.prompt, str) else list(request.prompt))
         return GenerationResult(images=images, timings=timings, info={**self.info(), "truncated_prompts": truncated})
+
+
+def _check_cancel(pipe, step: int, timestep, tensors: dict) -> dict:
+    """FluxPipeline's step-end callback: a cancelled request stops here (it must hand the tensors back)."""
+    cancel.check()
+    return tensors

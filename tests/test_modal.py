@@ -11,6 +11,7 @@ import pytest
 from harness.target import make_target
 from harness.types import GenerationRequest, Unavailable
 from targets.modal import endpoint_url
+from targets.reference import presets
 from targets.service.launch import Service
 from test_run_tests import run_tests
 
@@ -20,6 +21,8 @@ KEY, SECRET = "wk-standin-key", "ws-standin-secret-0123456789"
 @pytest.fixture(scope="module")
 def standin(preset_cache):
     """A cold stand-in: tiny-dev loads on the first request, and calls over 1 s are redirected."""
+    presets.ensure("tiny-dev")  # built here: a stand-in that builds it imports the model's libraries before any
+                                # request, and its first call is no longer cold
     with Service("reference:preset=tiny-dev", "--modal", "--redirect-after", "1.0", "--raw-path", "/flux-dev",
                  env={"MODAL_KEY": KEY, "MODAL_SECRET": SECRET}, ready=False) as s:
         yield s

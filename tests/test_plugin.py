@@ -43,11 +43,28 @@ def test_category_comes_from_the_folder_and_categories_run_in_order(pytester, su
            | {"other/test_o.py": "def test_o(): pass\n"})
     pytester.runpytest(*PLUGINS, "-m", "performance").assert_outcomes(passed=1, deselected=6)
     pytester.runpytest(*PLUGINS, "-m", "edge_case or performance").assert_outcomes(passed=2, deselected=5)
-    # only suite tests make the report, and they ran in the README's order, not the folders' (edge_cases
-    # first would warm a server before the performance suite takes its cold start)
+    # the suites ran in the README's order, not the folders' (edge_cases first would warm a server before the
+    # performance suite takes its cold start), and the test outside suites/ after them, reported as well
     pytester.runpytest(*PLUGINS).assert_outcomes(passed=7)
     assert [t["category"] for t in report(pytester)["tests"]] == \
-        ["unit", "integration", "performance", "quality", "stress", "edge_case"]
+        ["unit", "integration", "performance", "quality", "stress", "edge_case", None]
+    assert list(report(pytester)["categories"])[-1] == "other"
+
+
+def test_a_file_that_does_not_collect_fails_the_run(pytester, suites):
+    suites({"suites/unit/test_u.py": "def test_u(): pass\n", "other/test_broken.py": "import no_such_module\n"})
+    # pytest stops before any test: nothing is reported, and nothing says PASS
+    result = pytester.runpytest(*PLUGINS)
+    assert result.ret == pytest.ExitCode.INTERRUPTED and "fluxgate:" not in result.stdout.str()
+    # told to go on, the tests run, and the file that did not collect is an error of the run, as pytest counts it
+    result = pytester.runpytest(*PLUGINS, "--continue-on-collection-errors")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*fluxgate: FAIL*"])
+    data = report(pytester)
+    assert data["run"]["verdict"] == "fail" and data["categories"]["other"]["fail"] == 1
+    broken = data["tests"][-1]
+    assert (broken["nodeid"], broken["category"], broken["outcome"]) == ("other/test_broken.py", None, "error")
+    assert "No module named 'no_such_module'" in broken["message"]
 
 
 def test_gpu_and_slow_tests_skip_with_reasons(pytester, suites):

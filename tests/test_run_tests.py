@@ -69,6 +69,27 @@ def test_category_selects_suites(tmp_path):
     assert set(report["categories"]) == {"unit", "edge_case"}
 
 
+def test_a_test_outside_suites_is_reported_and_its_failure_fails_the_run(tmp_path):
+    # a file named on the command line runs with the suites: its failure fails the summary and the report as it
+    # fails the exit code (it used to exit 1 under a PASS, missing from the report)
+    outside = tmp_path / "elsewhere" / "test_outside.py"
+    outside.parent.mkdir()
+    outside.write_text("import pytest\n"
+                       "def test_outside_fails():\n    assert 1 == 2\n"
+                       "def test_outside_passes():\n    pass\n"
+                       "def test_outside_skips():\n    pytest.skip('not here')\n")
+    code, output, report = run_tests("-k", "outside or schedule_and_shift", str(outside), out=tmp_path / "out")
+    assert code == 1 and "fluxgate: FAIL" in output, output
+    assert report["run"]["verdict"] == "fail" and report["categories"]["unit"]["verdict"] == "pass"
+    assert report["categories"]["other"] == {"pass": 1, "fail": 1, "skip": 1, "verdict": "fail"}
+    outside_tests = {t["nodeid"].split("::")[-1]: t for t in report["tests"] if t["category"] is None}
+    assert {name: t["outcome"] for name, t in outside_tests.items()} == \
+        {"test_outside_fails": "failed", "test_outside_passes": "passed", "test_outside_skips": "skipped"}
+    assert outside_tests["test_outside_fails"]["message"] == "assert 1 == 2"
+    junit = (next((tmp_path / "out").iterdir()) / "junit.xml").read_text()
+    assert 'tests="4" failures="1" errors="0" skipped="1"' in junit
+
+
 @pytest.mark.parametrize("args,message", [
     (["--category", "perf"], "--category 'perf': not a suite"),
     (["--target", "refrence"], "did you mean 'reference'"),

@@ -40,6 +40,8 @@ BAD = [  # (field, value): a value, or a function of the target's capabilities f
     ("guidance_scale", -1.0), ("guidance_scale", "high"),
     ("num_images", 0), ("num_images", -1), ("num_images", lambda caps: caps.max_batch + 1), ("num_images", 1.5),
     ("prompt", None), ("prompt", 42), ("prompt", []), ("prompt", [None]), ("prompt", b"bytes"),
+    ("prompt", "a lone surrogate \ud800"), ("prompt", ["fine", "\udfff"]),
+    ("prompt", lambda caps: "x" * (caps.max_prompt_chars + 1)),
     ("seed", -1), ("seed", 2**64), ("seed", "zero"), ("seed", 1.5),
 ]
 
@@ -56,6 +58,16 @@ def test_batch_over_the_limit_is_refused_not_attempted(target, make_request, pro
     n = target.capabilities.max_batch
     with pytest.raises(InvalidRequest, match="num_images"):
         call(target, make_request(["a", "b"], num_images=n // 2 + 1), profile.get("edge_timeout"))
+
+
+def test_a_request_over_the_pixel_budget_is_refused(target, make_request, profile):
+    side = target.capabilities.max_side - target.capabilities.max_side % 16
+    n = target.capabilities.max_pixels // side**2 + 1  # one image more than the budget holds at the largest side
+    if n > target.capabilities.max_batch:
+        pytest.skip(f"{n} images of {side}² pass the batch limit of {target.capabilities.max_batch} first")
+    with pytest.raises(InvalidRequest, match="pixels") as refused:
+        call(target, make_request("a cat", height=side, width=side, num_images=n), profile.get("edge_timeout"))
+    assert "num_images" in str(refused.value) or "n=" in str(refused.value), refused.value
 
 
 def test_unusual_prompts_give_images(target, make_request, edge_prompts, profile, recorder):

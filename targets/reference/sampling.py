@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -87,13 +88,15 @@ def get_schedule(num_steps: int, seq_len: int, shift: Shift) -> Tensor:
 
 
 def denoise(model: Flux, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, vec: Tensor,
-            sigmas: Tensor, guidance: float | None) -> Tensor:
-    """Euler steps along the predicted velocity; img: (B, L, C*4) packed noise at sigma = 1."""
+            sigmas: Tensor, guidance: float | None, before_step: Callable[[], None] = lambda: None) -> Tensor:
+    """Euler steps along the predicted velocity; img: (B, L, C*4) packed noise at sigma = 1.
+    before_step() runs before each step and may raise to stop (a cancelled request)."""
     b = img.shape[0]
     guidance_vec = torch.full((b,), guidance, dtype=torch.float32, device=img.device) if guidance is not None else None
     sigmas = sigmas.to(img.device)
     timesteps = sigmas * 1000  # diffusers keeps "timesteps" in [0, 1000] and divides by 1000 again
     for i in range(len(sigmas) - 1):
+        before_step()
         t = timesteps[i].expand(b).to(img.dtype) / 1000
         v = model(img, img_ids, txt, txt_ids, t, vec, guidance_vec)
         img = (img.float() + (sigmas[i + 1] - sigmas[i]) * v).to(v.dtype)  # the step in float32

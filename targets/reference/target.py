@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from harness import cancel
 from harness.types import GenerationRequest, GenerationResult, InvalidRequest
-from targets.local import LocalTarget, seeds, to_uint8
+from targets.local import LocalTarget, seeds, to_uint8, truncated
 from targets.reference import sampling
 from targets.reference.load import Components, load
 from targets.reference.sampling import denoise, get_noise, get_schedule, img_ids, pack, txt_ids, unpack
@@ -45,7 +46,7 @@ class ReferenceTarget(LocalTarget):
     def tokens(self, tokenizer, prompts: list[str], limit: int) -> tuple[Tensor, list[int]]:
         """Token ids (B, limit), padded and cut, and which prompts were cut."""
         ids = tokenizer(prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
-        return ids.input_ids.to(self.device), [i for i, t in enumerate(tokenizer(prompts).input_ids) if len(t) > limit]
+        return ids.input_ids.to(self.device), truncated(tokenizer, prompts, limit)
 
     @torch.inference_mode()
     def clip(self, prompts: list[str]) -> tuple[Tensor, list[int]]:
@@ -68,7 +69,7 @@ class ReferenceTarget(LocalTarget):
         sigmas = get_schedule(request.num_inference_steps, img.shape[1], self.parts.shift)
         guidance = request.guidance_scale if self.parts.transformer.params.guidance_embed else None
         return denoise(self.parts.transformer, img, img_ids(h, w).to(self.device, self.dtype),
-                       txt, txt_ids(txt.shape[1]).to(self.device, self.dtype), vec, sigmas, guidance)
+                       txt, txt_ids(txt.shape[1]).to(self.device, self.dtype), vec, sigmas, guidance, cancel.check)
 
     @torch.inference_mode()
     def velocity(self, img: Tensor, txt: Tensor, vec: Tensor, sigma: float, guidance: float, height: int,
@@ -124,6 +125,7 @@ class ReferenceTarget(LocalTarget):
         timings = {"encode": lap()}
         latents = self.sample(request, txt, vec)
         timings["denoise"] = lap()
+        cancel.check()  # decoding is a step's worth of work too
         images = to_uint8(self.decode(latents, request.height, request.width))
         timings["decode"] = lap()
         return GenerationResult(images=images, timings=timings, info={**self.info(), "truncated_prompts": truncated})

@@ -14,13 +14,30 @@ import os
 import socket
 import sys
 
+from targets.service import connection
 from targets.service.pool import Settings
+
+
+def seconds(text: str) -> float:
+    if not float(text) > 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be a number of seconds above 0")
+    return float(text)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m targets.service", description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default=Settings.target, metavar="SPEC", help="what to serve (default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: %(default)s); any but loopback needs an API key")
+    p.add_argument("--api-key", default=os.environ.get("FLUXGATE_API_KEY"), metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' (default: $FLUXGATE_API_KEY, which keeps the key out "
+                        "of the process list)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a Host header name to accept besides the bound address and loopback's; repeatable; "
+                        "'*' accepts any (default: those only, or any for a 0.0.0.0 bind)")
+    p.add_argument("--max-body", type=int, default=Settings.max_body, metavar="BYTES",
+                   help="largest request body; more gets 413 (default: %(default)s)")
+    p.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (default: off)")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (default: %(default)s)")
     p.add_argument("--workers", type=int, default=Settings.workers,
                    help="copies of the target serving at once, each with its own weights (default: %(default)s)")
@@ -28,6 +45,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="requests waiting for a worker; one more gets 429 (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=Settings.timeout,
                    help="seconds a request may take, waiting included, before 504 (default: %(default)s)")
+    p.add_argument("--header-timeout", type=seconds, default=connection.HEADER_TIMEOUT, metavar="S",
+                   help="seconds from connect, or from a kept-alive connection's next byte, to the end of a "
+                        "request's headers; past it 408 and a close, however the bytes trickle in; headers over "
+                        f"{connection.MAX_HEAD // 1024} KiB get 431 (default: %(default)s)")
+    p.add_argument("--body-timeout", type=seconds, default=connection.BODY_TIMEOUT, metavar="S",
+                   help="seconds from the end of the headers to the end of the body; past it 408 and a close, "
+                        "and the request is not served (default: %(default)s)")
+    p.add_argument("--keep-alive", type=seconds, default=connection.KEEP_ALIVE, metavar="S",
+                   help="seconds a kept-alive connection may idle between requests (default: %(default)s)")
     p.add_argument("--grace", type=float, default=None,
                    help="seconds to let requests in flight finish on shutdown (default: as long as they take)")
     p.add_argument("--raw-path", default="/generate", help="path of the raw protocol (default: %(default)s)")
@@ -44,18 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from targets.service.app import make_app
+    from targets.service.guard import Guard, host_names, is_loopback
     from targets.service.modal import ModalProxy
 
     args = parse(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not is_loopback(args.host) and not args.api_key:
+        print(f"python -m targets.service: --host {args.host}: a server others can reach needs an API key "
+              "(--api-key or $FLUXGATE_API_KEY)", file=sys.stderr)
+        return 2
     try:
-        settings = Settings(args.target, args.workers, args.max_queue, args.timeout, lazy=args.modal)
-        app = make_app(settings, args.raw_path)
+        settings = Settings(args.target, args.workers, args.max_queue, args.timeout, lazy=args.modal,
+                            max_body=args.max_body)
+        app = make_app(settings, args.raw_path, docs=args.docs)
     except (ValueError, FileNotFoundError) as e:
         print(f"python -m targets.service: {e}", file=sys.stderr)
         return 2
     served = ModalProxy(app, os.environ.get("MODAL_KEY"), os.environ.get("MODAL_SECRET"), args.redirect_after) \
         if args.modal else app
+    served = Guard(served, host_names(args.host, [h.lower() for h in args.allow_host]), args.api_key, args.max_body)
     # IPPROTO_TCP said out loud: asyncio sets TCP_NODELAY only on sockets that say it, and without it Nagle's
     # algorithm and delayed ACKs hold every answer on a kept-alive connection back by 40 ms
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -63,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     sock.bind((args.host, args.port))
     host, port = sock.getsockname()[:2]
     config = uvicorn.Config(served, log_level=args.log_level, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=args.grace)
+                            timeout_graceful_shutdown=args.grace, timeout_keep_alive=args.keep_alive,
+                            http=connection.protocol(args.header_timeout, args.body_timeout),
+                            h11_max_incomplete_event_size=connection.MAX_HEAD)
     server = uvicorn.Server(config)
 
     async def watch():  # a target that fails to load stops the server, so the launcher hears of it at once

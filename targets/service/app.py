@@ -11,9 +11,13 @@ speaks.
 
 Every image answer carries a Server-Timing header (queue, compute and the target's own stages, in ms) and
 an X-Fluxgate-Info header (the target's info: model, dtype, truncated prompts). Errors are JSON,
-{"error": {"message", "type", "param"}}: 422 for a body that does not fit the schema, 400 for a value that
-breaks a rule, 404 for an unknown LoRA, 429 (with Retry-After) when the queue is full, 503 while loading or
-shutting down, 504 past the request timeout, 500 when the target fails.
+{"error": {"message", "type", "param"}}, whatever raised them: 422 for a body that does not fit the schema
+(or is not JSON), 400 for a value that breaks a rule, 404 for an unknown LoRA or path, 405 for a wrong method,
+429 (with Retry-After) when the queue is full, 503 while loading or shutting down, 504 past the request
+timeout, 500 when the target fails. A message names the value it refuses by an excerpt, never whole.
+
+Work nobody waits for is stopped: a request whose client disconnects is dropped from the queue or, running,
+cancelled at its next denoising step (harness.cancel), as is one past the timeout.
 """
 from __future__ import annotations
 
@@ -26,15 +30,17 @@ import logging
 import re
 import time
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Annotated, Awaitable, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
+from harness.target import excerpt, unicode
 from harness.types import GenerationRequest, InvalidRequest, Overloaded
 from targets.http import PROTOCOLS
 from targets.service.pool import Busy, Pool, Settings, UnknownLora, invalid_field
@@ -56,46 +62,57 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-# Strict schemas: "512" is not 512, 512.0 is not 512, true is not 1. A value of the right type that breaks a
-# rule (a size not a multiple of 16) is left to check_request, so both kinds of error name the field.
+def valid_text(value: str) -> str:
+    if not unicode(value):  # JSON's \ud800 escapes make strings no tokenizer or UTF-8 answer can take
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(valid_text)]
+
+
+# Strict schemas: "512" is not 512, 512.0 is not 512, true is not 1, NaN and Infinity (which Python's JSON
+# reads, 1e309 too) are no numbers. A value of the right type that breaks a rule (a size not a multiple of
+# 16) is left to check_request, so both kinds of error name the field.
 class Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 class OpenAIImages(Strict):
-    prompt: str
+    prompt: Text
     n: int = 1
-    size: str = "1024x1024"
+    size: Text = "1024x1024"
     response_format: Literal["b64_json"] = "b64_json"   # "url" would need somewhere to keep the images
-    model: str | None = None                            # accepted: one model per server
-    user: str | None = None
-    quality: str | None = None
-    style: str | None = None
+    model: Text | None = None                           # accepted: one model per server
+    user: Text | None = None
+    quality: Text | None = None
+    style: Text | None = None
     seed: int | None = None                             # extensions
     num_inference_steps: int = 28
     guidance_scale: float = 3.5
-    lora: str | None = None
+    lora: Text | None = None
     lora_scale: float = 1.0
 
     def request(self) -> GenerationRequest:
-        size = re.fullmatch(r"(-?\d+)x(-?\d+)", self.size)  # a sign, so check_request can name it
-        if not size:
-            raise InvalidRequest(f"size={self.size!r}: must be WIDTHxHEIGHT in pixels, e.g. 1024x1024")
+        size = re.fullmatch(r"(-?\d{1,9})x(-?\d{1,9})", self.size)  # a sign, so check_request can name it;
+        if not size:                                                  # digits few enough for int() to take
+            raise InvalidRequest(f"size={excerpt(self.size)}: must be WIDTHxHEIGHT in pixels, e.g. 1024x1024")
         width, height = int(size[1]), int(size[2])
         return GenerationRequest(self.prompt, height, width, self.num_inference_steps, self.guidance_scale,
                                  self.seed, self.n, self.lora, self.lora_scale)
 
 
 class A1111Txt2Img(Strict):
-    model_config = ConfigDict(strict=True, extra="ignore")  # its clients send dozens of sampler settings
-    prompt: str
-    negative_prompt: str = ""             # FLUX without true CFG has no use for it
+    # its clients send dozens of sampler settings: ignored, not refused
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+    prompt: Text
+    negative_prompt: Text = ""            # FLUX without true CFG has no use for it
     width: int = 512
     height: int = 512
     steps: int = 20
     seed: int = -1                        # -1: random
-    batch_size: int = 1
-    n_iter: int = 1
+    batch_size: int = Field(1, ge=1)      # images per batch, and batches: batch_size x n_iter images in all
+    n_iter: int = Field(1, ge=1)
     cfg_scale: float = 1.0                # true CFG: FLUX.1-dev runs without it
     distilled_cfg_scale: float = 3.5      # Forge's name for FLUX's guidance embedding
 
@@ -106,13 +123,13 @@ class A1111Txt2Img(Strict):
 
 
 class RawGenerate(Strict):
-    prompt: str
+    prompt: Text
     width: int = 1024
     height: int = 1024
     num_inference_steps: int = 28
     guidance_scale: float = 3.5
     seed: int | None = None
-    lora: str | None = None
+    lora: Text | None = None
     lora_scale: float = 1.0
 
     def request(self) -> GenerationRequest:
@@ -121,15 +138,41 @@ class RawGenerate(Strict):
 
 
 def error(status: int, message: str, kind: str, param: str | None = None, headers: dict | None = None):
+    if len(message) > 1000:  # the excerpts keep messages short; this keeps any message that slipped past them so
+        message = message[:1000] + "..."
     return JSONResponse({"error": {"message": message, "type": kind, "param": param}}, status, headers=headers)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def unless_gone(http: Request, work: Awaitable):
+    """The result of `work`, or ClientGone (with `work` cancelled) if the client disconnects first: a server
+    reads an http.disconnect message once the body is in and the connection drops."""
+    async def gone():
+        while (await http.receive())["type"] != "http.disconnect":
+            pass
+
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():  # gone, or this handler itself cancelled: the work is for nobody
+            task.cancel()
+    if not task.done() or task.cancelled():
+        raise ClientGone
+    return task.result()
 
 
 def server_timing(timings: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in timings.items())
 
 
-def make_app(settings: Settings, raw_path: str = "/generate") -> FastAPI:
-    """The service for `settings`: the pool is made here (a bad SPEC fails now) and loaded at startup."""
+def make_app(settings: Settings, raw_path: str = "/generate", docs: bool = False) -> FastAPI:
+    """The service for `settings`: the pool is made here (a bad SPEC fails now) and loaded at startup.
+    docs: serve /docs and /openapi.json (off: they tell a stranger every route and field)."""
     pool = Pool(settings)
 
     @asynccontextmanager
@@ -146,25 +189,47 @@ def make_app(settings: Settings, raw_path: str = "/generate") -> FastAPI:
             log.error("%s", pool.load_error)
             app.state.failed = True  # __main__ stops the server with exit code 3
 
-    app = FastAPI(title="fluxgate service", lifespan=lifespan)
+    app = FastAPI(title="fluxgate service", lifespan=lifespan, docs_url="/docs" if docs else None,
+                  redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.pool, app.state.failed = pool, False
 
     @app.exception_handler(RequestValidationError)
     async def schema_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            reason = first.get("ctx", {}).get("error", first["msg"])
+            return error(422, f"body: not valid JSON ({reason} at character {first['loc'][-1]})",
+                         "invalid_request_error", "body")
         loc = [str(part) for part in first["loc"] if part != "body"]
         field = loc[0] if loc else "body"
-        value = f"={first['input']!r}" if loc and first["type"] != "missing" else ""
+        value = f"={excerpt(first['input'])}" if loc and first["type"] != "missing" else ""
         return error(422, f"{field}{value}: {first['msg']}", "invalid_request_error", field)
 
-    async def serve(protocol: str, request: GenerationRequest, encode, respond):
+    @app.exception_handler(HTTPException)  # routing's own answers (404, 405) in the one error shape
+    async def http_error(request: Request, exc: HTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request_error")
+        return error(exc.status_code, f"{request.method} {excerpt(request.url.path)}: {exc.detail}", kind,
+                     headers=exc.headers)
+
+    @app.exception_handler(Exception)  # a bug of ours: JSON all the same, the trace in the log
+    async def internal_error(request: Request, exc: Exception):
+        return error(500, f"internal error: {type(exc).__name__}", "server_error")
+
+    async def serve(http: Request, protocol: str, request: GenerationRequest, encode, respond,
+                    said: dict[str, str] | None = None):
+        """Run `request`, answer with respond(result, encode(result), headers) or the error it met. said: how
+        the body put a field the contract names otherwise (a1111's batch_size and n_iter for num_images)."""
         try:
-            result, timings, encoded = await pool.run(request, encode)
+            result, timings, encoded = await unless_gone(http, pool.run(request, encode))
+        except ClientGone:  # nobody reads this; the access log does
+            return error(499, "the client closed the connection", "cancelled")
         except InvalidRequest as e:  # named as the protocol names the field: "n=0", not "num_images=0"
             field = invalid_field(e)
             wire = PROTOCOLS[protocol].names.get(field, field)
-            message = str(e) if wire == field else wire + str(e)[len(field):]
-            return error(400, message, "invalid_request_error", wire)
+            head, sep, rule = str(e).partition(": ")
+            if field is not None:
+                head = (said or {}).get(field, wire + head[len(field):])
+            return error(400, head + sep + rule, "invalid_request_error", wire)
         except UnknownLora as e:
             return error(404, str(e), "not_found", "lora")
         except Busy as e:
@@ -176,24 +241,25 @@ def make_app(settings: Settings, raw_path: str = "/generate") -> FastAPI:
             return error(504, f"no result within the service's timeout of {settings.timeout} s", "timeout")
         except Exception as e:  # the target failed: say so, keep serving, log the trace here, not in the answer
             log.exception("generation failed")
-            return error(500, f"{type(e).__name__}: {e}", "server_error")
+            return error(500, f"{type(e).__name__}: {excerpt(str(e), 300)}", "server_error")
         timings = {**timings, **result.timings}
         info = {k: v for k, v in result.info.items() if isinstance(v, (str, int, float, list, bool, type(None)))}
         headers = {"Server-Timing": server_timing(timings), "X-Fluxgate-Info": json.dumps(info)}
         return respond(result, encoded, headers)
 
     @app.post("/v1/images/generations")
-    async def openai(body: OpenAIImages):
+    async def openai(body: OpenAIImages, http: Request):
         try:
             request = body.request()
         except InvalidRequest as e:
             return error(400, str(e), "invalid_request_error", "size")
-        return await serve("openai", request, pngs, lambda result, images, headers: JSONResponse(
+        return await serve(http, "openai", request, pngs, lambda result, images, headers: JSONResponse(
             {"created": int(time.time()), "data": [{"b64_json": b64(p)} for p in images]}, headers=headers))
 
     @app.post("/sdapi/v1/txt2img")
-    async def a1111(body: A1111Txt2Img):
+    async def a1111(body: A1111Txt2Img, http: Request):
         request = body.request()
+        said = {"num_images": f"batch_size={body.batch_size}, n_iter={body.n_iter}"} if body.n_iter > 1 else {}
 
         def respond(result, images, headers):
             seeds = [body.seed + i for i in range(len(images))] if body.seed >= 0 else []  # -1: drawn unseen
@@ -203,11 +269,11 @@ def make_app(settings: Settings, raw_path: str = "/generate") -> FastAPI:
             return JSONResponse({"images": [b64(p) for p in images], "parameters": body.model_dump(),
                                  "info": json.dumps(info)}, headers=headers)
 
-        return await serve("a1111", request, pngs, respond)
+        return await serve(http, "a1111", request, pngs, respond, said)
 
     @app.post(raw_path)
-    async def raw(body: RawGenerate):
-        return await serve("raw", body.request(), lambda result: png(result.images[0]),
+    async def raw(body: RawGenerate, http: Request):
+        return await serve(http, "raw", body.request(), lambda result: png(result.images[0]),
                            lambda result, image, headers: Response(image, media_type="image/png", headers=headers))
 
     @app.get("/health")

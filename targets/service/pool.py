@@ -4,12 +4,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from harness import cancel
 from harness.target import Target, check_request, make_target
-from harness.types import GenerationRequest, GenerationResult, InvalidRequest
+from harness.types import Cancelled, GenerationRequest, GenerationResult, InvalidRequest
 
 
 @dataclass(frozen=True)
@@ -19,9 +21,11 @@ class Settings:
     max_queue: int = 4         # requests waiting for a free worker; one more gets 429
     timeout: float = 300.0     # seconds a request may take, waiting included; then 504
     lazy: bool = False         # start the workers on the first request, as a scaled-to-zero container does
+    max_body: int = 1 << 20    # bytes of request body; more gets 413 before any is parsed. A 20,000-character
+                               # prompt written as \uXXXX escapes is 120 kB, so 1 MiB is room enough
 
     def __post_init__(self):
-        for name, low in (("workers", 1), ("max_queue", 0)):
+        for name, low in (("workers", 1), ("max_queue", 0), ("max_body", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be >= {low}")
         if not self.timeout > 0:
@@ -117,15 +121,22 @@ class Pool:
             self.pending -= 1
             raise
         began = time.perf_counter()
-        job = loop.run_in_executor(self._executor, _work, target, request, encode)
+        token = threading.Event()
+        job = loop.run_in_executor(self._executor, _work, target, request, encode, token)
 
-        def finished(_):  # the worker is free only when its work is, whether or not anyone still waits for it
+        def finished(job):  # the worker is free only when its work is, whether or not anyone still waits for it
             self._idle.put_nowait(target)
             self.pending -= 1
+            if job.cancelled() or isinstance(job.exception(), Cancelled):
+                return  # stopped early: says nothing of how long a request takes
             self.service_time = 0.8 * self.service_time + 0.2 * (time.perf_counter() - began)
 
         job.add_done_callback(finished)
-        result, encoded = await asyncio.wait_for(asyncio.shield(job), timeout=max(0.0, deadline - time.perf_counter()))
+        try:
+            result, encoded = await asyncio.wait_for(asyncio.shield(job), max(0.0, deadline - time.perf_counter()))
+        except BaseException:  # past the deadline, or the caller gave up (its client went away): stop the work
+            token.set()
+            raise
         return result, {"queue": began - arrived, "compute": time.perf_counter() - began}, encoded
 
     def loras(self) -> list[str]:
@@ -138,8 +149,9 @@ class Pool:
             target.close()
 
 
-def _work(target: Target, request: GenerationRequest, encode) -> tuple[GenerationResult, object]:
-    result = target.generate(request)
+def _work(target: Target, request: GenerationRequest, encode, token: threading.Event) -> tuple[GenerationResult, object]:
+    with cancel.scope(token):
+        result = target.generate(request)
     return result, (encode(result) if encode else None)
 
 
