@@ -198,6 +198,8 @@ class HttpTarget(Target):
         if status in (401, 403):
             state = "was refused" if self.headers() else "is not set"
             raise Unavailable(f"{self.url}: {where}: {message} (FLUXGATE_API_KEY {state})")
+        if status == 421:  # a server that does not answer to this name: no request will get through
+            raise Unavailable(f"{self.url}: {where}: {message}")
         if status in (429, 503):
             retry = response.headers.get("retry-after")
             raise Overloaded(f"{message} ({where}{f', retry after {retry} s' if retry else ''})")

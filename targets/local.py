@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness import cancel
 from harness.target import Capabilities, Target, check_request
 from harness.types import GenerationRequest, GenerationResult, InvalidRequest, Overloaded
 
@@ -51,8 +52,9 @@ def seeds(request: GenerationRequest) -> list[int]:
 
 
 def truncated(tokenizer, prompts: list[str], limit: int) -> list[int]:
-    """Which prompts `tokenizer` cuts at `limit` tokens, learnt by asking for one token more, never for the
-    whole prompt (whose ids could be millions of Python ints)."""
+    """Which prompts `tokenizer` cuts at `limit` tokens, learnt by asking for one token more: at most limit + 1
+    ids a prompt come back, not the whole prompt's. (The tokenizer still reads all of the text, which
+    Capabilities.max_prompt_chars bounds before it gets here.)"""
     ids = tokenizer(prompts, truncation=True, max_length=limit + 1).input_ids
     return [i for i, t in enumerate(ids) if len(t) > limit]
 
@@ -100,6 +102,7 @@ class LocalTarget(Target):
             raise Overloaded(f"{self.name}: 1 request running and {self.max_queue} waiting; try again later")
         try:
             with self._running:
+                cancel.check()  # given up on while it waited its turn: dropped before any work
                 return self.render(request)
         finally:
             self._admitted.release()

@@ -6,6 +6,7 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights are found on disk, never fetched
+os.environ.pop("FLUXGATE_API_KEY", None)      # services start keyless unless a test gives one a key
 
 pytest_plugins = ["pytester"]
 

@@ -205,3 +205,12 @@ def test_a_header_block_over_the_limit_is_refused(connect, how):
     status, headers, body = connection.response()
     assert status == 431 and headers["connection"] == "close", (status, headers, body)
     assert json.loads(body)["error"]["type"] == "invalid_request_error"
+
+
+def test_a_request_h11_cannot_parse_is_a_400_in_the_error_shape(connect):
+    """uvicorn answers a malformed request in plain text; the service answers in its one error shape."""
+    connection = connect()
+    connection.sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: nope\r\n\r\n")
+    status, headers, body = connection.response()
+    assert status == 400 and headers["content-type"] == "application/json", (status, headers, body)
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"

@@ -120,6 +120,11 @@ STRESS = [
 EDGE_CASE = [
     Definition("edge.prompts_served", "prompts", None),
     Definition("edge.property.*", "requests", None, doc="hypothesis' requests served and refused"),
+    Definition("hostile.oversize_refused", "s", "lower", 0.5, "seconds to refuse a body past the size limit"),
+    Definition("hostile.freed_after_abandon", "s", "lower", 0.5, "the next request's latency after three clients "
+               "walked away from the longest requests: one step's wait where work is cancelled"),
+    Definition("hostile.quick_alone", "s", None, doc="that request's latency on an idle server, to compare"),
+    Definition("hostile.held.*", "s", "lower", 1.0, "seconds a silent or trickling connection was held open"),
 ]
 
 SUITES = {"unit": UNIT, "integration": INTEGRATION, "performance": PERFORMANCE, "quality": QUALITY, "stress": STRESS,

@@ -70,8 +70,9 @@ def test_an_oversize_body_is_refused_before_it_is_read(http, body, make_request,
     still_serves(http, make_request, profile)
 
 
-def test_a_lone_surrogate_in_any_text_is_a_4xx(http, body, make_request, profile):
-    """Problem 2: JSON's \\ud800 escape makes a string that no tokenizer or UTF-8 answer takes: it was a 500."""
+def test_a_lone_surrogate_in_text_is_a_4xx(http, body, make_request, profile):
+    """Problem 2: JSON's \\ud800 escape makes a string that no tokenizer or UTF-8 answer takes: it was a 500,
+    in the prompt of every protocol and in A1111's negative_prompt."""
     texts = {"prompt": "a\ud800"} | ({"negative_prompt": "\udc00"} if http.protocol.name == "a1111" else {})
     for field, text in texts.items():
         refused(http, post(http, json.dumps(body(**{field: text}))), field)  # ASCII, the surrogate escaped
@@ -225,11 +226,13 @@ def test_error_answers_are_short_and_in_one_shape(http, body):
     refused(http, post(http, "{}", path="/no/such/" + "z" * 2000))  # 404, with a long path to echo
 
 
-def test_a_foreign_host_and_a_missing_key_are_refused(http):
+def test_a_foreign_host_and_a_missing_key_are_refused(http, body):
     """Problem 7: any Host header was served, so a page on another site that points its own DNS name at
-    127.0.0.1 (DNS rebinding) could use a loopback server; and /docs handed a stranger every route."""
-    foreign = http.client.get("/health", headers={"host": "rebinding.example"})
-    assert foreign.status_code in (400, 403, 421), f"Host rebinding.example: HTTP {foreign.status_code}"
+    127.0.0.1 (DNS rebinding) could use a loopback server; and /docs handed a stranger every route. Such a
+    page has no key: a request under its name and without one must not be served (a server with a key may
+    answer any name)."""
+    foreign = httpx.post(http.url + http.path, json=body(), headers={"host": "rebinding.example"}, timeout=30)
+    assert foreign.status_code in (400, 401, 403, 421), f"Host rebinding.example: HTTP {foreign.status_code}"
     if http.server:
         assert http.client.get("/docs").status_code == 404
         assert http.client.get("/openapi.json").status_code == 404

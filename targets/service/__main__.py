@@ -88,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     served = ModalProxy(app, os.environ.get("MODAL_KEY"), os.environ.get("MODAL_SECRET"), args.redirect_after) \
         if args.modal else app
-    served = Guard(served, host_names(args.host, [h.lower() for h in args.allow_host]), args.api_key, args.max_body)
+    served = Guard(served, host_names(args.host, args.allow_host), args.api_key, args.max_body)
     # IPPROTO_TCP said out loud: asyncio sets TCP_NODELAY only on sockets that say it, and without it Nagle's
     # algorithm and delayed ACKs hold every answer on a kept-alive connection back by 40 ms
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     host, port = sock.getsockname()[:2]

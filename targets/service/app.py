@@ -43,6 +43,7 @@ from starlette.exceptions import HTTPException
 from harness.target import excerpt, unicode
 from harness.types import GenerationRequest, InvalidRequest, Overloaded
 from targets.http import PROTOCOLS
+from targets.service import error_body
 from targets.service.pool import Busy, Pool, Settings, UnknownLora, invalid_field
 
 log = logging.getLogger("fluxgate.service")
@@ -138,9 +139,7 @@ class RawGenerate(Strict):
 
 
 def error(status: int, message: str, kind: str, param: str | None = None, headers: dict | None = None):
-    if len(message) > 1000:  # the excerpts keep messages short; this keeps any message that slipped past them so
-        message = message[:1000] + "..."
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param}}, status, headers=headers)
+    return Response(error_body(message, kind, param), status, headers=headers, media_type="application/json")
 
 
 class ClientGone(Exception):
@@ -161,7 +160,8 @@ async def unless_gone(http: Request, work: Awaitable):
         watch.cancel()
         if not task.done():  # gone, or this handler itself cancelled: the work is for nobody
             task.cancel()
-    if not task.done() or task.cancelled():
+            await asyncio.wait({task})  # until it has given back its place in the queue and stopped its worker
+    if task.cancelled():
         raise ClientGone
     return task.result()
 

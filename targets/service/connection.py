@@ -22,11 +22,12 @@ a single read, up to asyncio's 256 KiB, would pass; the check here looks for its
 """
 from __future__ import annotations
 
-import json
 import re
 
 import h11
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
+
+from targets.service import error_body
 
 HEADER_TIMEOUT = 10.0   # seconds: a client on a slow link sends a head in well under one
 BODY_TIMEOUT = 10.0     # seconds: bodies are JSON of a few KiB; even --max-body's 1 MiB needs only 100 KiB/s.
@@ -56,6 +57,9 @@ class TimedH11Protocol(H11Protocol):
             return self._refuse(431, f"request line and headers over {self._max_head} bytes", "invalid_request_error")
         super().handle_events()
         self._follow()
+
+    def send_400_response(self, msg: str) -> None:  # h11 could not parse the request: the one error shape too
+        self._refuse(400, msg, "invalid_request_error")
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -112,7 +116,7 @@ class TimedH11Protocol(H11Protocol):
     def _refuse(self, status: int, message: str, kind: str) -> None:
         """Answer `status` in the service's error shape, then close; h11 allows a response from any state
         short of one already started."""
-        body = json.dumps({"error": {"message": message, "type": kind, "param": None}}).encode()
+        body = error_body(message, kind)
         headers = [*self.server_state.default_headers, (b"content-type", b"application/json"),
                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
         try:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
+
+from targets.service import error_body
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 PROBES = frozenset({"/health", "/ready"})
@@ -31,7 +32,7 @@ def host_names(bound: str, allowed: list[str]) -> frozenset[str] | None:
     allowed; None (any) for a wildcard bind with none allowed, which needs an API key instead."""
     if "*" in allowed or (bound in ("0.0.0.0", "::", "") and not allowed):
         return None
-    return LOOPBACK | {bound} | set(allowed)
+    return LOOPBACK | {host_of(name).lower() for name in (bound, *allowed)}
 
 
 def host_of(header: str) -> str:
@@ -87,7 +88,7 @@ class Guard:
 
 
 async def refuse(send, status: int, message: str, kind: str, param: str, headers: dict | None = None) -> None:
-    body = json.dumps({"error": {"message": message, "type": kind, "param": param}}).encode()
+    body = error_body(message, kind, param)
     head = {b"content-type": b"application/json", b"content-length": str(len(body)).encode(),
             b"connection": b"close", **(headers or {})}
     await send({"type": "http.response.start", "status": status, "headers": list(head.items())})

@@ -113,10 +113,11 @@ class Pool:
         self.pending += 1
         loop = asyncio.get_running_loop()
         arrived = time.perf_counter()
-        deadline = arrived + self.settings.timeout
-        try:
-            await asyncio.wait_for(self.load(), timeout=self.settings.timeout)
-            target = await asyncio.wait_for(self._idle.get(), timeout=deadline - time.perf_counter())
+        deadline = loop.time() + self.settings.timeout
+        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the queue hands
+            async with asyncio.timeout_at(deadline):  # over a worker, giving it to a request whose client is gone
+                await self.load()
+                target = await self._idle.get()
         except BaseException:
             self.pending -= 1
             raise
@@ -133,7 +134,8 @@ class Pool:
 
         job.add_done_callback(finished)
         try:
-            result, encoded = await asyncio.wait_for(asyncio.shield(job), max(0.0, deadline - time.perf_counter()))
+            async with asyncio.timeout_at(deadline):
+                result, encoded = await asyncio.shield(job)
         except BaseException:  # past the deadline, or the caller gave up (its client went away): stop the work
             token.set()
             raise
