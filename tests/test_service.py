@@ -48,6 +48,8 @@ BAD = [  # path, body, status, the field the error must name, words of the rule
     (OPENAI, {"prompt": "a", "size": "1000x64"}, 400, "width", "multiple of 16"),
     (OPENAI, {"prompt": "a", "size": "64x64", "n": 0}, 400, "n", ">= 1"),
     (OPENAI, {"prompt": "a", "size": "big"}, 400, "size", "WIDTHxHEIGHT"),
+    (OPENAI, {"prompt": "a", "size": "16x-1000000000"}, 400, "height", "between 16"),
+    (OPENAI, {"prompt": "a", "size": "1" * 5000 + "x64"}, 400, "size", "WIDTHxHEIGHT"),  # past int()'s 4,300 digits
     (OPENAI, {"prompt": "a", "n": "2"}, 422, "n", "valid integer"),
     (OPENAI, {"prompt": "a", "num_inference_steps": 2.0}, 422, "num_inference_steps", "valid integer"),
     (OPENAI, {"prompt": "a", "guidance_scale": -1}, 400, "guidance_scale", ">= 0"),

@@ -95,8 +95,8 @@ class OpenAIImages(Strict):
     lora_scale: float = 1.0
 
     def request(self) -> GenerationRequest:
-        size = re.fullmatch(r"(-?\d{1,9})x(-?\d{1,9})", self.size)  # a sign, so check_request can name it;
-        if not size:                                                  # digits few enough for int() to take
+        size = re.fullmatch(r"(-?\d{1,100})x(-?\d{1,100})", self.size)  # a sign and 100 digits, so check_request
+        if not size:                                                      # names the side (int() takes 4,300)
             raise InvalidRequest(f"size={excerpt(self.size)}: must be WIDTHxHEIGHT in pixels, e.g. 1024x1024")
         width, height = int(size[1]), int(size[2])
         return GenerationRequest(self.prompt, height, width, self.num_inference_steps, self.guidance_scale,
