@@ -104,8 +104,8 @@ class OpenAIImages(Strict):
 
 
 class A1111Txt2Img(Strict):
-    # its clients send dozens of sampler settings: ignored, not refused
-    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+    model_config = ConfigDict(extra="ignore")  # (merged into Strict's) its clients send dozens of sampler
+                                               # settings: ignored, not refused
     prompt: Text
     negative_prompt: Text = ""            # FLUX without true CFG has no use for it
     width: int = 512
