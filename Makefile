@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: setup run test clean
+.PHONY: setup run test test-fast clean
 setup: $(VENV)/.installed
 
 # The main job: every suite against the embedded reference (tiny-dev on the CPU); reports in results/<run id>/.
@@ -20,6 +20,10 @@ run: setup
 # fluxgate's own tests.
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: no service, no Triton server, nothing marked slow (tests/conftest.py: TIERS).
+test-fast: setup
+	$(PY) -m pytest -m "not server and not triton and not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .hypothesis

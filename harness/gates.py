@@ -6,6 +6,9 @@ settings the suites read (sizes, run counts, concurrency), so that no test carri
 Names in [thresholds] and [tolerances] are exact metric names or globs, matched as fnmatch does: anchored at
 both ends, `*` spanning dots. So `"latency.*"` covers `latency.p99` but not `open_loop.latency.p99`, which
 `"*latency.p99"` covers. An exact name wins; among globs, the longest (the most specific) does.
+
+A profile may extend another (`extends = "cpu-tiny"`, or a path relative to its own file) and state only what
+it changes: each setting, threshold, tolerance and metric it names replaces the other's, the rest is kept.
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from harness.types import GenerationRequest
 
 PROFILES = Path(__file__).parent / "profiles"
 SCHEMA_MAJOR = 2  # a baseline from another major version of the report schema is refused
-SECTIONS = ("name", "description", "settings", "thresholds", "baseline", "tolerances", "metrics")
+SECTIONS = ("name", "description", "extends", "settings", "thresholds", "baseline", "tolerances", "metrics")
+TABLES = ("settings", "thresholds", "tolerances", "metrics", "baseline")  # what an extending profile merges
 
 
 @dataclass(frozen=True)
@@ -53,16 +57,8 @@ class Profile:
     @classmethod
     def load(cls, name_or_path: str) -> Profile:
         """A profile by name (harness/profiles/NAME.toml) or by path to a TOML file."""
-        path = Path(name_or_path) if name_or_path.endswith(".toml") else PROFILES / f"{name_or_path}.toml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.toml")))
-            raise ValueError(f"profile {name_or_path!r}: no such profile (known: {known}; or a path to a .toml)")
-        text = path.read_text()
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"profile {path}: not valid TOML: {e}") from None
-        return cls.parse(data, text=text, path=str(path), default_name=path.stem)
+        data, texts, path = _read(name_or_path, [])
+        return cls.parse(data, text="\n".join(texts), path=str(path), default_name=path.stem)
 
     @classmethod
     def parse(cls, data: dict[str, Any], text: str = "", path: str | None = None,
@@ -90,7 +86,7 @@ class Profile:
         for key in data:
             if key not in SECTIONS:
                 refuse("section", key, list(SECTIONS))
-        for key in ("name", "description"):
+        for key in ("name", "description", "extends"):
             if not isinstance(data.get(key, ""), str):
                 raise ValueError(f"{where}: {key} = {data[key]!r} must be a string")
         metrics = []
@@ -189,6 +185,33 @@ def _lookup(table: dict[str, Any], metric: str) -> Any:
         return table[metric]
     globs = [k for k in table if fnmatch.fnmatchcase(metric, k)]
     return table[max(globs, key=len)] if globs else None
+
+
+def _read(name_or_path: str, seen: list[Path]) -> tuple[dict[str, Any], list[str], Path]:
+    """The TOML of a profile merged over the one it extends, the texts of both (the report keeps what gated
+    the run, all of it), and its path."""
+    path = Path(name_or_path) if name_or_path.endswith(".toml") else PROFILES / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.toml")))
+        raise ValueError(f"profile {name_or_path!r}: no such profile (known: {known}; or a path to a .toml)")
+    if path.resolve() in seen:
+        raise ValueError(f"profile {seen[0]}: extends itself by way of {path}")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"profile {path}: not valid TOML: {e}") from None
+    base = data.get("extends")
+    if not isinstance(base, str):
+        return data, [text], path
+    if base.endswith(".toml") and not Path(base).is_absolute():
+        base = str(path.parent / base)
+    under, texts, _ = _read(base, [*seen, path.resolve()])
+    merged = {k: v for k, v in data.items() if k != "extends"}  # its own name and description, not the other's
+    for table in TABLES:
+        if isinstance(data.get(table, {}), dict):  # else parse() refuses it as it stands
+            merged[table] = {**under.get(table, {}), **data.get(table, {})}
+    return merged, [text, *texts], path
 
 
 class Baseline:

@@ -44,6 +44,7 @@ CATEGORY_PROPERTY = "fluxgate-category"
 RUN = pytest.StashKey[Run]()
 SETUP = pytest.StashKey[dict]()
 RECORDER = pytest.StashKey[Recorder]()
+SIGTERM = pytest.StashKey[object]()  # the handler the run replaced
 
 
 def pytest_addhooks(pluginmanager):
@@ -102,8 +103,14 @@ def pytest_configure(config):
                             baseline_target=config.getoption("baseline_target"))
     if worker is None:
         config.pluginmanager.register(RunLog(config), "fluxgate-runlog")
-        # a timeout's SIGTERM becomes Ctrl-C, so pytest unwinds and the report is still written
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # a timeout's SIGTERM becomes Ctrl-C, so pytest unwinds and the report is still written; the handler
+        # before is put back at the end, for a run inside another program (fluxgate's own tests run it so)
+        config.stash[SIGTERM] = signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def pytest_unconfigure(config):
+    if SIGTERM in config.stash:
+        signal.signal(signal.SIGTERM, config.stash[SIGTERM])
 
 
 @pytest.hookimpl(optionalhook=True)

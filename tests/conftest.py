@@ -1,4 +1,5 @@
-"""Fixtures for fluxgate's own tests: presets in a cache of their own, started in-process targets, the service."""
+"""Fixtures for fluxgate's own tests: presets in a cache of their own, started in-process targets, the service;
+and the tiers a developer picks from (`make test-fast` runs none of them)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights are found on disk, never
 os.environ.pop("FLUXGATE_API_KEY", None)      # services start keyless unless a test gives one a key
 
 pytest_plugins = ["pytester"]
+
+TIERS = {  # marker -> what a test so marked costs
+    "server": "starts or uses an HTTP service on 127.0.0.1 (a fresh interpreter and the model: ~5 s a service)",
+    "triton": "uses a Triton Inference Server (its serving environment is made on first use: ~30 s)",
+    "slow": "takes more than ~5 s: a fresh interpreter, a whole default run, the largest request",
+}
+
+
+def pytest_configure(config):
+    for name, cost in TIERS.items():
+        config.addinivalue_line("markers", f"{name}: {cost}")
 
 
 @pytest.fixture(scope="session", autouse=True)

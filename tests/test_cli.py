@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 
@@ -12,6 +13,7 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "targets.reference", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_generates_compares_and_writes(tmp_path):
     done = run("--size", "64", "--steps", "2", "--preset", "tiny-schnell", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
@@ -20,6 +22,7 @@ def test_generates_compares_and_writes(tmp_path):
     assert Image.open(tmp_path / "reference.png").size == (64, 64)
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_clear_line(tmp_path):
     done = run("--size", "100", "--out", str(tmp_path))
     assert done.returncode == 2

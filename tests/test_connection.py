@@ -15,6 +15,7 @@ import pytest
 
 from targets.service.launch import Service
 
+pytestmark = pytest.mark.server
 TIMEOUT = 1.0       # --header-timeout, --body-timeout and --keep-alive alike
 EARLY, LATE = 0.2, 1.0  # how much sooner or later than its deadline a connection may end
 BODY = json.dumps({"prompt": "a slow upload", "width": 64, "height": 64, "num_inference_steps": 2,

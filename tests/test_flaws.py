@@ -1,11 +1,12 @@
-"""Every gate fails on a target that deserves it: the reference with one flaw fails the suite meant to
-catch that flaw. (The plain reference passing every suite is tests/test_run_tests.py's first test.)"""
+"""Every gate fails on a target that deserves it: the reference with one flaw fails the test of its suite that is
+meant to catch that flaw, run alone in this interpreter. (The plain targets passing every suite is
+tests/test_run_tests.py's first test.)"""
 from __future__ import annotations
 
 import pytest
 
 from harness.gates import Profile
-from test_run_tests import run_tests
+from runs import SELFTEST, run_suites
 
 FLAWS = [  # flaw, the suite that must catch it, a test that must fail there
     ("noise=6", "integration", "test_equivalent_to_the_reference"),
@@ -22,21 +23,20 @@ FLAWS = [  # flaw, the suite that must catch it, a test that must fail there
 
 @pytest.mark.parametrize("flaw,category,test", FLAWS, ids=[f"{f}-{c}" for f, c, _ in FLAWS])
 def test_the_suite_catches_the_flaw(tmp_path, flaw, category, test):
-    code, output, report = run_tests("--category", category, "--target", f"tests.fakes:Flawed:{flaw}",
-                                     out=tmp_path)
+    code, output, report = run_suites("--category", category, "-k", test, "--target", f"tests.fakes:Flawed:{flaw}",
+                                      out=tmp_path)
     assert code == 1, output[-3000:]
-    failed = {t["nodeid"].split("::")[1].split("[")[0] for t in report["tests"] if t["verdict"] == "fail"}
-    assert test in failed, f"{test} passed despite {flaw}; failed: {failed}"
+    ran = {t["nodeid"].split("::")[1].split("[")[0]: t["verdict"] for t in report["tests"]}
+    assert ran.get(test) == "fail", f"{test} did not fail despite {flaw}: {ran}"
     assert report["categories"][category]["verdict"] == "fail"
 
 
 def h100_equivalence(tmp_path) -> str:
-    """flux-dev-h100's equivalence and quality thresholds, at tiny-dev's size: the bf16 gates, on a CPU."""
+    """flux-dev-h100's equivalence and quality thresholds over the self-test profile: the bf16 gates, on a CPU."""
     gates = {k: v for k, v in Profile.load("flux-dev-h100").thresholds.items() if k.startswith(("equivalence.", "quality."))}
     lines = [f'"{k}" = {{ {", ".join(f"{b} = {v}" for b, v in bounds.items())} }}' for k, bounds in gates.items()]
     path = tmp_path / "h100-equivalence.toml"
-    path.write_text('name = "h100-equivalence"\n[settings]\nsize = 256\nsteps = 4\nquality_prompts = 2\n'
-                    "[thresholds]\n" + "\n".join(lines) + "\n")
+    path.write_text(f'name = "h100-equivalence"\nextends = "{SELFTEST}"\n[thresholds]\n' + "\n".join(lines) + "\n")
     return str(path)
 
 
@@ -44,7 +44,7 @@ def h100_equivalence(tmp_path) -> str:
 def test_the_gpu_profile_catches_what_psnr_and_ssim_forgive(tmp_path, flaw):
     """A +12-level cast on one channel and sigma-6 noise pass flux-dev-h100's PSNR (30 dB) and SSIM (0.95)
     gates; its mean and per-channel difference gates fail them."""
-    code, output, report = run_tests("--category", "integration", "--category", "quality", "-k",
+    code, output, report = run_suites("--category", "integration", "--category", "quality", "-k",
                                      "equivalent or similar", "--profile", h100_equivalence(tmp_path),
                                      "--target", f"tests.fakes:Flawed:{flaw}", out=tmp_path)
     assert code == 1, output[-3000:]
@@ -56,16 +56,17 @@ def test_the_gpu_profile_catches_what_psnr_and_ssim_forgive(tmp_path, flaw):
         assert metrics[name]["verdict"] == "fail", metrics[name]
 
 
+@pytest.mark.slow
 def test_speedup_gate_fails_a_target_slower_than_its_baseline(tmp_path):
     profile = tmp_path / "speed.toml"
     profile.write_text('name = "speed"\n[settings]\nsize = 64\nsteps = 1\nspeedup_runs = 5\n'
                        '[thresholds]\n"speedup" = { min = 1.0 }\n')
     args = ("--category", "performance", "-k", "speedup", "--profile", str(profile))
     slow = "tests.fakes:Flawed:delay=0.2"
-    code, output, report = run_tests(*args, "--baseline-target", slow, out=tmp_path / "faster")
+    code, output, report = run_suites(*args, "--baseline-target", slow, out=tmp_path / "faster")
     assert code == 0, output[-3000:]
     speedup = report["tests"][0]["metrics"][0]
     assert speedup["value"] > 1.5 and speedup["n"] == 5   # the plain pipeline beats the delayed reference
     assert speedup["interval"][0] <= speedup["value"] <= speedup["interval"][1]
-    code, output, report = run_tests(*args, "--target", slow, "--baseline-target", "reference", out=tmp_path / "slower")
+    code, output, report = run_suites(*args, "--target", slow, "--baseline-target", "reference", out=tmp_path / "slower")
     assert code == 1 and "speedup" in output and "below the minimum 1" in output

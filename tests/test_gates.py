@@ -101,6 +101,29 @@ def test_the_report_keeps_the_profile_whole():
     assert len(d["sha256"]) == 64 and d["settings"]["latency_runs"] == p.get("latency_runs")
 
 
+def test_a_profile_extends_another_with_what_it_names(tmp_path):
+    cpu = Profile.load("cpu-tiny")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "quick.toml").write_text('extends = "cpu-tiny"\n[settings]\nsize = 64\n'
+                                                    '[thresholds]\n"latency.p50" = { max = 0.5 }\n')
+    mine = profile(tmp_path, 'name = "mine"\nextends = "base/quick.toml"\n[settings]\nsteps = 2\n'
+                             '[tolerances]\n"latency.*" = 0.9\n')
+    assert (mine.name, mine.get("size"), mine.get("steps")) == ("mine", 64, 2)   # each its own setting
+    assert mine.get("latency_runs") == cpu.get("latency_runs")                     # and the rest from the base
+    assert mine.threshold("latency.p50") == {"max": 0.5} and mine.threshold("equivalence.psnr") == {"min": 60}
+    assert mine.tolerance_for("latency.p50").relative == 0.9
+    assert mine.tolerance_for("throughput").relative == cpu.tolerance_for("throughput").relative
+    assert "steps = 2" in mine.text and "size = 64" in mine.text and cpu.text in mine.text  # what gated it, whole
+    with pytest.raises(ValueError, match="extends itself"):
+        profile(tmp_path, 'extends = "p.toml"\n')
+    with pytest.raises(ValueError, match="profile 'nope': no such profile"):
+        profile(tmp_path, 'extends = "nope"\n')
+    with pytest.raises(ValueError, match="extends = 3 must be a string"):
+        profile(tmp_path, 'extends = 3\n')
+    with pytest.raises(ValueError, match="'sise' is not one fluxgate knows; did you mean 'size'"):
+        profile(tmp_path, 'extends = "cpu-tiny"\n[settings]\nsise = 64\n')
+
+
 def test_a_percentile_without_the_samples_it_needs_is_reported_not_gated(tmp_path):
     p = profile(tmp_path, '[thresholds]\n"latency.p99" = { max = 1 }\n"latency.p50" = { max = 1 }\n')
     thin = judge(Metric("latency.p99", 3.0, "s", "lower", n=5, min_n=299), "t", p, None)

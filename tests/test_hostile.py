@@ -17,8 +17,9 @@ import pytest
 from harness.target import make_target
 from harness.types import GenerationRequest, Unavailable
 from targets.service.launch import Service
-from test_run_tests import ROOT, run_tests
+from runs import ROOT, run_suites
 
+pytestmark = pytest.mark.server
 MB = 2**20
 
 
@@ -26,18 +27,11 @@ def rss(process: psutil.Process) -> int:
     return process.memory_info().rss
 
 
-@pytest.fixture(scope="module")
-def server(preset_cache):
-    """A service with short connection timeouts, so the slow-client tests take seconds, not the defaults."""
-    with Service("reference:preset=tiny-dev", "--header-timeout", "2", "--body-timeout", "2") as running:
-        yield running
-
-
 @pytest.mark.parametrize("protocol", ["a1111", "raw"])
-def test_the_hostile_tests_pass_and_the_server_keeps_its_memory(server, tmp_path, protocol):
-    process = psutil.Process(server.process.pid)
+def test_the_hostile_tests_pass_and_the_server_keeps_its_memory(service, tmp_path, protocol):
+    process = psutil.Process(service.process.pid)
     before = rss(process)
-    code, output, report = run_tests("--target", f"{server.url}?protocol={protocol}", "--category", "edge_case",
+    code, output, report = run_suites("--target", f"{service.url}?protocol={protocol}", "--category", "edge_case",
                                      "-k", "hostile", out=tmp_path)
     assert code == 0, output[-3000:]
     ran = {t["nodeid"].split("::")[1].split("[")[0]: t["outcome"] for t in report["tests"]}
@@ -47,29 +41,30 @@ def test_the_hostile_tests_pass_and_the_server_keeps_its_memory(server, tmp_path
         assert ran["test_a1111_counts_are_judged_one_by_one"] == "passed"
     grown = rss(process) - before
     assert grown < 300 * MB, f"the server grew by {grown / MB:.0f} MB serving hostile clients"
-    answer = httpx.post(f"{server.url}/generate", json={"prompt": "after", "width": 64, "height": 64,
+    answer = httpx.post(f"{service.url}/generate", json={"prompt": "after", "width": 64, "height": 64,
                                                         "num_inference_steps": 1}, timeout=60)
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
 
 
-def test_the_largest_accepted_request_runs_in_bounded_memory(server):
+@pytest.mark.slow
+def test_the_largest_accepted_request_runs_in_bounded_memory(service):
     """The limits' point: the most a request may ask for (the longest prompt, the whole pixel budget) costs a
     bounded amount, and a little more is refused before any work. tiny-dev fp32 on the CPU, measured: about
     1.8 GB over the idle server at the peak, 12-17 s on two cores, and 240 MB kept (the allocator's)."""
-    info = httpx.get(f"{server.url}/info").json()["capabilities"]
+    info = httpx.get(f"{service.url}/info").json()["capabilities"]
     side = 1024
     n = info["max_pixels"] // side**2
     assert n * side**2 == info["max_pixels"], "1024² images do not fill the budget: the request is not the largest"
     prompt = " ".join(f"word{i}" for i in range(info["max_prompt_chars"]))[:info["max_prompt_chars"]]
     body = {"prompt": prompt, "size": f"{side}x{side}", "n": n, "num_inference_steps": 1, "seed": 0}
-    too_long = httpx.post(f"{server.url}/v1/images/generations", json={**body, "prompt": prompt + "!"}, timeout=30)
+    too_long = httpx.post(f"{service.url}/v1/images/generations", json={**body, "prompt": prompt + "!"}, timeout=30)
     assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "prompt"
     big = info["max_side"]  # the fewest images past the budget, each within the batch limit
-    too_many = httpx.post(f"{server.url}/v1/images/generations", timeout=30,
+    too_many = httpx.post(f"{service.url}/v1/images/generations", timeout=30,
                           json={**body, "size": f"{big}x{big}", "n": info["max_pixels"] // big**2 + 1})
     assert too_many.status_code == 400 and "pixels" in too_many.json()["error"]["message"], too_many.text
 
-    process = psutil.Process(server.process.pid)
+    process = psutil.Process(service.process.pid)
     idle = rss(process)
     peak, done = [idle], threading.Event()
 
@@ -81,7 +76,7 @@ def test_the_largest_accepted_request_runs_in_bounded_memory(server):
     watcher.start()
     sent = time.perf_counter()
     try:
-        answer = httpx.post(f"{server.url}/v1/images/generations", json=body, timeout=600)
+        answer = httpx.post(f"{service.url}/v1/images/generations", json=body, timeout=600)
     finally:
         done.set()
         watcher.join()

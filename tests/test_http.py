@@ -40,6 +40,7 @@ def test_what_the_wire_cannot_carry_is_refused_before_sending(protocol, fields, 
         target.generate(GenerationRequest(**{"prompt": "a", "height": 64, "width": 64, **fields}))
 
 
+@pytest.mark.server
 def test_the_server_names_its_field_and_the_target_adds_the_contracts(service):
     with make_target(f"{service.url}?protocol=a1111") as target:
         with pytest.raises(InvalidRequest) as refused:
@@ -48,6 +49,7 @@ def test_the_server_names_its_field_and_the_target_adds_the_contracts(service):
     assert "num_inference_steps" in str(refused.value)
 
 
+@pytest.mark.server
 def test_timings_keep_the_server_and_the_client_apart(service):
     with make_target(service.url) as target:
         result = target.generate(GenerationRequest("a", 64, 64, 1, num_images=2))
@@ -57,6 +59,7 @@ def test_timings_keep_the_server_and_the_client_apart(service):
     assert result.info["model"] == "tiny-dev" and result.info["calls"] == 1
 
 
+@pytest.mark.server
 def test_no_answer_within_the_timeout_is_a_target_error(service):
     with make_target(f"{service.url}?timeout=0.05") as target:
         with pytest.raises(TargetError, match="no answer within 0.05 s"):
@@ -66,6 +69,7 @@ def test_no_answer_within_the_timeout_is_a_target_error(service):
         time.sleep(0.05)  # the server finishes the abandoned request: leave it idle for the tests after
 
 
+@pytest.mark.server
 def test_the_capabilities_and_reference_come_from_the_service(service):
     with make_target(f"{service.url}?protocol=raw") as target:
         caps = target.capabilities

@@ -242,6 +242,7 @@ def test_default_store(monkeypatch, tmp_path):
 # cold start
 
 
+@pytest.mark.slow
 def test_cold_start_in_a_fresh_interpreter(preset_cache):
     phases = cold_start(REFERENCE, request())
     parts = ["interpreter", "imports", "device", "load", "first_request"]
@@ -250,11 +251,13 @@ def test_cold_start_in_a_fresh_interpreter(preset_cache):
     assert sum(phases[p] for p in parts) <= phases["total"] + 0.01
 
 
+@pytest.mark.slow
 def test_cold_start_of_a_target_that_cannot_start(preset_cache):
     with pytest.raises(RuntimeError, match=r"(?s)exited with code 1.*Unavailable: no GPU"):
         cold_start("tests.fakes:Flawed:refuse_start=no GPU", request())
 
 
+@pytest.mark.slow
 def test_cold_start_that_takes_too_long_is_killed(preset_cache):
     start = time.perf_counter()
     with pytest.raises(RuntimeError, match=r"no image within 0\.5 s, so the child was killed"):

@@ -13,7 +13,7 @@ from harness.types import GenerationRequest, Unavailable
 from targets.modal import endpoint_url
 from targets.reference import presets
 from targets.service.launch import Service
-from test_run_tests import run_tests
+from runs import run_suites
 
 KEY, SECRET = "wk-standin-key", "ws-standin-secret-0123456789"
 
@@ -47,6 +47,7 @@ def test_the_url_is_modals():
         endpoint_url("my-team", "r y", "f")
 
 
+@pytest.mark.server
 def test_the_cold_first_call_is_redirected_followed_and_reported_apart(standin, credentials, started):
     request = GenerationRequest("a lake in the mountains", 64, 64, 2, seed=4)
     with make_target(spec(standin)) as target:
@@ -61,6 +62,7 @@ def test_the_cold_first_call_is_redirected_followed_and_reported_apart(standin, 
     assert described["function_url"] == "https://fluxgate--ryla-comfyui.modal.run"
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("key,secret,words", [(None, None, "are not both set"), (KEY, "wrong", "were refused")])
 def test_without_the_right_token_it_is_unavailable(standin, monkeypatch, key, secret, words):
     for name, value in (("MODAL_KEY", key), ("MODAL_SECRET", secret)):
@@ -69,8 +71,9 @@ def test_without_the_right_token_it_is_unavailable(standin, monkeypatch, key, se
         target.generate(GenerationRequest("a", 64, 64, 1))
 
 
+@pytest.mark.server
 def test_a_run_reports_the_cold_start_and_never_the_token(standin, credentials, tmp_path):
-    code, output, report = run_tests("--target", spec(standin), "--category", "performance", "-k", "cold_start",
+    code, output, report = run_suites("--target", spec(standin), "--category", "performance", "-k", "cold_start",
                                      "--category", "integration", out=tmp_path)
     assert code == 0, output[-3000:]
     cold = next(t for t in report["tests"] if "test_cold_start" in t["nodeid"])

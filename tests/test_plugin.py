@@ -90,6 +90,7 @@ def test_a_metric_over_its_threshold_fails_the_test(pytester, suites):
     assert tests["test_fast"]["verdict"] == "pass"
 
 
+@pytest.mark.slow
 def test_recordings_travel_from_xdist_workers(pytester, suites):
     suites({f"suites/quality/test_{i}.py":
             "import numpy as np\n"
@@ -104,6 +105,7 @@ def test_recordings_travel_from_xdist_workers(pytester, suites):
     assert all((run_dir / t["images"][0]["path"]).is_file() for t in data["tests"])
 
 
+@pytest.mark.slow
 def test_the_oracle_is_golden_images_rendered_in_another_process(pytester, suites):
     suites({"suites/quality/test_f.py":
             "import gc\n"
@@ -122,6 +124,7 @@ def test_the_oracle_is_golden_images_rendered_in_another_process(pytester, suite
     assert list((pytester.path / "golden").glob("*.png"))
 
 
+@pytest.mark.slow
 def test_no_target_is_compared_with_itself(pytester, suites):
     suites({"suites/integration/test_f.py": "def test_f(reference):\n    pass\n"})
     pytester.runpytest_subprocess(*PLUGINS, "--target", "reference:preset=tiny-schnell").assert_outcomes(skipped=1)
@@ -163,6 +166,7 @@ def test_a_remote_targets_first_request_is_the_plain_one_whatever_runs_first(pyt
     pytester.runpytest(*PLUGINS, "--target", "fakes.remote:Remote").assert_outcomes(passed=2)
 
 
+@pytest.mark.slow
 def test_the_baseline_target_runs_in_a_process_of_its_own(pytester, suites):
     suites({"suites/performance/test_b.py": "import os\n"
             "def test_b(baseline_target):\n"

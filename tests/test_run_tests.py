@@ -1,9 +1,7 @@
-"""run_tests.py end to end, in a subprocess as a user or CI runs it: exit codes, selection, gates, reports
-that survive interruption and crashes."""
+"""run_tests.py end to end: the default run, a crash and interruptions in a subprocess as a user or CI runs it;
+selection, usage errors, gates and reports through run_tests.main() in this interpreter (tests/runs.py)."""
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,33 +10,23 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_tests(*args: str, out: Path, timeout: float = 300, env: dict | None = None) -> tuple[int, str, dict | None]:
-    """(exit code, output, report.json or None) of `python run_tests.py ARGS --out OUT`."""
-    done = subprocess.run([sys.executable, str(ROOT / "run_tests.py"), *args, f"--out={out}"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    return done.returncode, done.stdout + done.stderr, load_report(out)
-
-
-def load_report(out: Path) -> dict | None:
-    reports = sorted(out.glob("*/report.json"))
-    return json.loads(reports[-1].read_text()) if reports else None
+from runs import ROOT, SELFTEST, command, load_report, run_suites, run_tests
 
 
 @pytest.fixture
 def fast_profile(tmp_path) -> Path:
-    """cpu-tiny's gates at 64x64, where the tiny reference answers in ~0.05 s: latency over 0.3 s fails."""
+    """The self-test profile at 64x64, 2 steps, where the tiny reference answers in ~0.05 s: latency over 0.3 s
+    fails, and a timing must regress by half to fail a baseline."""
     path = tmp_path / "fast.toml"
-    path.write_text('name = "fast"\n[settings]\nsize = 64\nsteps = 2\nwarmup = 1\nlatency_runs = 5\n'
+    path.write_text(f'name = "fast"\nextends = "{SELFTEST}"\n[settings]\nlatency_runs = 5\n'
                     '[tolerances]\n"latency.*" = 0.5\n"throughput*" = 0.5\n'
-                    '[thresholds]\n"latency.p50" = { max = 0.3 }\n"equivalence.max_abs_diff" = { max = 1 }\n')
+                    '[thresholds]\n"latency.p50" = { max = 0.3 }\n')
     return path
 
 
+@pytest.mark.slow
 def test_the_default_run_is_a_real_comparison_and_passes(tmp_path):
-    code, output, report = run_tests(out=tmp_path)
+    code, output, report = run_tests(out=tmp_path, profile=None)  # cpu-tiny, the shipped default
     assert code == 0, output
     assert report["run"]["status"] == "complete" and report["run"]["verdict"] == "pass"
     assert list(report["categories"]) == ["unit", "integration", "performance", "quality", "stress", "edge_case"]
@@ -64,7 +52,7 @@ def test_the_default_run_is_a_real_comparison_and_passes(tmp_path):
 
 
 def test_category_selects_suites(tmp_path):
-    code, _, report = run_tests("--category", "unit", "--category", "edge_cases", out=tmp_path)
+    code, _, report = run_suites("--category", "unit", "--category", "edge_cases", out=tmp_path)
     assert code == 0
     assert set(report["categories"]) == {"unit", "edge_case"}
 
@@ -78,7 +66,7 @@ def test_a_test_outside_suites_is_reported_and_its_failure_fails_the_run(tmp_pat
                        "def test_outside_fails():\n    assert 1 == 2\n"
                        "def test_outside_passes():\n    pass\n"
                        "def test_outside_skips():\n    pytest.skip('not here')\n")
-    code, output, report = run_tests("-k", "outside or schedule_and_shift", str(outside), out=tmp_path / "out")
+    code, output, report = run_suites("-k", "outside or schedule_and_shift", str(outside), out=tmp_path / "out")
     assert code == 1 and "fluxgate: FAIL" in output, output
     assert report["run"]["verdict"] == "fail" and report["categories"]["unit"]["verdict"] == "pass"
     assert report["categories"]["other"] == {"pass": 1, "fail": 1, "skip": 1, "verdict": "fail"}
@@ -98,7 +86,7 @@ def test_a_test_outside_suites_is_reported_and_its_failure_fails_the_run(tmp_pat
     (["--baseline", "/no/such/report.json"], "baseline '/no/such/report.json'"),
 ])
 def test_usage_errors_exit_2_with_one_line(tmp_path, args, message):
-    code, output, report = run_tests(*args, out=tmp_path)
+    code, output, report = run_suites(*args, out=tmp_path)
     assert code == 2 and message in output and "Traceback" not in output
     assert report is None  # nothing ran, nothing to report
 
@@ -114,29 +102,29 @@ def test_a_profile_typo_is_a_usage_error_naming_the_key(tmp_path, text, message)
     assert code == 2 and message in output and "Traceback" not in output and report is None
 
 
-def test_an_internal_error_is_not_a_target_unavailable(tmp_path):
+def test_an_internal_error_is_not_a_target_unavailable(tmp_path, monkeypatch):
     # a plugin that breaks inside pytest: pytest's INTERNALERROR, its exit 3, which is not "unavailable"
     (tmp_path / "broken_plugin.py").write_text("def pytest_collection_modifyitems(items):\n    raise RuntimeError('bug')\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    code, output, _ = run_tests("-p", "broken_plugin", "--category", "unit", out=tmp_path / "out", env=env)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, output, _ = run_suites("-p", "broken_plugin", "--category", "unit", out=tmp_path / "out")
     assert code == 4 and "INTERNALERROR" in output and "bug" in output
 
 
 def test_a_baseline_from_another_target_is_refused_unless_forced(tmp_path, fast_profile):
     args = ("--category", "performance", "-k", "warm_latency", "--profile", str(fast_profile))
-    code, output, _ = run_tests(*args, out=tmp_path / "base")
+    code, output, _ = run_suites(*args, out=tmp_path / "base")
     assert code == 0, output
     baseline = str(next((tmp_path / "base").glob("*/report.json")))
-    code, output, report = run_tests(*args, "--baseline", baseline, "--target", "reference", out=tmp_path / "other")
+    code, output, report = run_suites(*args, "--baseline", baseline, "--target", "reference", out=tmp_path / "other")
     assert code == 2 and "target 'reference' (the baseline's: 'pipeline:preset=tiny-dev')" in output
     assert "--force-baseline" in output and report is None
-    code, output, report = run_tests(*args, "--baseline", baseline, "--target", "reference", "--force-baseline",
+    code, output, report = run_suites(*args, "--baseline", baseline, "--target", "reference", "--force-baseline",
                                      out=tmp_path / "forced")
     assert code in (0, 1) and report["baseline"] == baseline
 
 
 def test_unavailable_target_exits_3_with_the_reason(tmp_path):
-    code, output, report = run_tests("--target", "tests.fakes:Flawed:refuse_start=connection refused on :8000",
+    code, output, report = run_suites("--target", "tests.fakes:Flawed:refuse_start=connection refused on :8000",
                                      "--category", "integration", out=tmp_path)
     assert code == 3 and "connection refused on :8000" in output
     assert report["run"]["status"] == "target_unavailable" and report["run"]["verdict"] == "error"
@@ -144,9 +132,9 @@ def test_unavailable_target_exits_3_with_the_reason(tmp_path):
 
 def test_threshold_gate_fails_a_slow_target_and_passes_the_reference(tmp_path, fast_profile):
     args = ("--category", "performance", "-k", "warm_latency", "--profile", str(fast_profile))
-    code, output, report = run_tests(*args, out=tmp_path / "plain")
+    code, output, report = run_suites(*args, out=tmp_path / "plain")
     assert code == 0, output
-    code, output, report = run_tests(*args, "--target", "tests.fakes:Flawed:delay=0.5", out=tmp_path / "slow")
+    code, output, report = run_suites(*args, "--target", "tests.fakes:Flawed:delay=0.5", out=tmp_path / "slow")
     assert code == 1
     assert "gate failed: latency.p50" in output and "above the maximum 0.3" in output
     (test,) = report["tests"]
@@ -159,12 +147,12 @@ def test_baseline_gate_fails_a_regression_beyond_tolerance(tmp_path, fast_profil
     # the threshold is lifted so that only the baseline can fail the run
     fast_profile.write_text(fast_profile.read_text().replace("max = 0.3", "max = 100"))
     args = ("--category", "performance", "-k", "warm_latency", "--profile", str(fast_profile))
-    code, _, _ = run_tests(*args, out=tmp_path / "base")
+    code, _, _ = run_suites(*args, out=tmp_path / "base")
     assert code == 0
     baseline = str(next((tmp_path / "base").glob("*/report.json")))
-    code, output, report = run_tests(*args, "--baseline", baseline, out=tmp_path / "same")
+    code, output, report = run_suites(*args, "--baseline", baseline, out=tmp_path / "same")
     assert code == 0, output  # the same target again: within tolerance
-    code, output, report = run_tests(*args, "--baseline", baseline, "--target", "tests.fakes:Flawed:delay=0.2",
+    code, output, report = run_suites(*args, "--baseline", baseline, "--target", "tests.fakes:Flawed:delay=0.2",
                                      "--force-baseline", out=tmp_path / "slower")  # the same pipeline, slowed
     assert code == 1 and "regressed from the baseline" in output
     p50 = next(m for m in report["tests"][0]["metrics"] if m["name"] == "latency.p50")
@@ -173,7 +161,8 @@ def test_baseline_gate_fails_a_regression_beyond_tolerance(tmp_path, fast_profil
 
 def test_a_target_that_dies_mid_run_still_gets_a_report(tmp_path):
     # the server behind a target stops answering after two requests: later tests fail, the report is whole
-    code, output, report = run_tests("--target", "tests.fakes:Flawed:fail_after=2", out=tmp_path)
+    code, output, report = run_suites("--target", "tests.fakes:Flawed:fail_after=2", "--category", "integration",
+                                      out=tmp_path)
     assert code == 1
     assert report["run"]["status"] == "complete" and report["run"]["verdict"] == "fail"
     failed = [t for t in report["tests"] if t["outcome"] == "failed"]
@@ -183,6 +172,7 @@ def test_a_target_that_dies_mid_run_still_gets_a_report(tmp_path):
     assert (next(tmp_path.iterdir()) / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_crash_leaves_the_report_as_of_the_last_test(tmp_path):
     # an in-process target that takes the process down: report.json holds every test finished before
     code, _, report = run_tests("--target", "tests.fakes:Flawed:die_after=3", out=tmp_path)
@@ -191,12 +181,13 @@ def test_a_crash_leaves_the_report_as_of_the_last_test(tmp_path):
     assert len(report["tests"]) >= 1 and all(t["outcome"] in ("passed", "skipped") for t in report["tests"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "timeout"])
 def test_an_interrupted_run_writes_all_reports(tmp_path, sig):
     # a shell's background job inherits SIGINT ignored, and Python keeps an inherited SIG_IGN: give the run the
     # Ctrl-C a terminal would
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run_tests.py"), f"--out={tmp_path}",
-                             "--target", "tests.fakes:Flawed:delay=1.5"], cwd=ROOT,
+    args = command(("--target", "tests.fakes:Flawed:delay=1.5"), tmp_path, SELFTEST)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_tests.py"), *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:

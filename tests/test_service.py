@@ -12,19 +12,21 @@ import pytest
 from harness.types import Unavailable
 from targets.process import free_port
 from targets.service.launch import Service
-from test_run_tests import run_tests
+from runs import metrics, run_suites
 
+pytestmark = pytest.mark.server
 OPENAI = "/v1/images/generations"
 
 
-def metrics(report: dict, test: str) -> dict[str, float]:
-    found = [t for t in report["tests"] if t["nodeid"].split("::")[1].split("[")[0] == test]
-    assert found, f"{test} did not run"
-    return {m["name"]: m["value"] for t in found for m in t["metrics"]}
+@pytest.fixture(scope="module")
+def pair(preset_cache):
+    """A service with two workers and a 2 s timeout: two requests at once, and one past its time."""
+    with Service("reference:preset=tiny-dev", "--workers", "2", "--timeout", "2") as running:
+        yield running
 
 
 def test_integration_edge_and_stress_suites_pass_over_http(service, tmp_path):
-    code, output, report = run_tests("--target", f"{service.url}?protocol=openai", "--category", "integration",
+    code, output, report = run_suites("--target", f"{service.url}?protocol=openai", "--category", "integration",
                                      "--category", "edge_case", "--category", "stress", out=tmp_path)
     assert code == 0, output[-3000:]
     assert report["target"]["name"] == "http" and report["target"]["capabilities"]["remote"]
@@ -37,7 +39,7 @@ def test_integration_edge_and_stress_suites_pass_over_http(service, tmp_path):
 
 @pytest.mark.parametrize("protocol", ["a1111", "raw"])
 def test_the_other_protocols_give_the_reference_images(service, tmp_path, protocol):
-    code, output, report = run_tests("--target", f"{service.url}?protocol={protocol}", "--category", "integration",
+    code, output, report = run_suites("--target", f"{service.url}?protocol={protocol}", "--category", "integration",
                                      out=tmp_path)
     assert code == 0, output[-3000:]
     assert metrics(report, "test_equivalent_to_the_reference")["equivalence.max_abs_diff"] == 0
@@ -107,12 +109,12 @@ def test_a_full_queue_answers_429_with_retry_after_then_serves(service):
         assert client.post(OPENAI, json=body).status_code == 200
 
 
-def test_the_workers_serve_at_once():
+def test_the_workers_serve_at_once(service, pair):
     """Two workers take two requests together: neither waits in the queue. (One worker makes one wait.)"""
     body = {"prompt": "together", "size": "256x256", "num_inference_steps": 4, "seed": 0}
 
-    def queue_times(*args):
-        with Service("reference:preset=tiny-dev", *args) as s, httpx.Client(base_url=s.url, timeout=120) as client:
+    def queue_times(s: Service):
+        with httpx.Client(base_url=s.url, timeout=120) as client:
             client.post(OPENAI, json=body)  # warm
             answers = []
             threads = [threading.Thread(target=lambda: answers.append(client.post(OPENAI, json=body)))
@@ -124,22 +126,21 @@ def test_the_workers_serve_at_once():
             timings = [dict(p.split(";dur=") for p in a.headers["server-timing"].split(", ")) for a in answers]
             return sorted(float(t["queue"]) for t in timings), min(float(t["compute"]) for t in timings)
 
-    (_, waited), compute = queue_times("--workers", "1")
+    (_, waited), compute = queue_times(service)  # conftest's: one worker
     assert waited > compute / 2, f"one worker: the second request should wait for the first ({waited} ms)"
-    queued, compute = queue_times("--workers", "2")
+    queued, compute = queue_times(pair)
     assert max(queued) < compute / 4, f"two workers: neither request should wait ({queued} ms, compute {compute})"
 
 
-def test_a_request_past_the_timeout_gets_504_and_the_service_goes_on():
-    with Service("reference:preset=tiny-dev", "--timeout", "0.3") as s:
-        slow = httpx.post(s.url + OPENAI, json={"prompt": "slow", "size": "512x512", "num_inference_steps": 8},
-                          timeout=60)
-        assert slow.status_code == 504 and "timeout of 0.3 s" in slow.json()["error"]["message"]
-        deadline = time.monotonic() + 30
-        while httpx.get(f"{s.url}/ready").json()["pending"] and time.monotonic() < deadline:
-            time.sleep(0.05)  # the worker finishes the abandoned request before it is free again
-        quick = httpx.post(s.url + OPENAI, json={"prompt": "quick", "size": "64x64", "num_inference_steps": 1})
-        assert quick.status_code == 200
+def test_a_request_past_the_timeout_gets_504_and_the_service_goes_on(pair):
+    slow = httpx.post(pair.url + OPENAI, json={"prompt": "slow", "size": "1024x1024", "num_inference_steps": 50},
+                      timeout=60)
+    assert slow.status_code == 504 and "timeout of 2" in slow.json()["error"]["message"], slow.text
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{pair.url}/ready").json()["pending"] and time.monotonic() < deadline:
+        time.sleep(0.05)  # the abandoned request is cancelled at its next step
+    quick = httpx.post(pair.url + OPENAI, json={"prompt": "quick", "size": "64x64", "num_inference_steps": 1})
+    assert quick.status_code == 200
 
 
 def test_shutdown_finishes_the_request_in_flight():
@@ -171,14 +172,16 @@ def test_a_target_that_cannot_start_is_reported_not_waited_for(spec, code, words
 
 
 def test_server_errors_under_load_fail_the_stress_suite(tmp_path):
-    with Service("tests.fakes:Flawed:fail_after=10") as s:
-        code, output, report = run_tests("--target", s.url, "--category", "stress", "-k", "ramp", out=tmp_path)
+    # the session's first request and the ramp's first level (4 at concurrency 1) are served; the second level
+    # runs into the errors
+    with Service("tests.fakes:Flawed:fail_after=6") as s:
+        code, output, report = run_suites("--target", s.url, "--category", "stress", "-k", "ramp", out=tmp_path)
     assert code == 1, output[-3000:]
     assert "requests ended as {'error'" in report["tests"][0]["message"]
-    assert metrics(report, "test_concurrency_ramp")["ramp.c1.answers.error"] == 0  # the first 10 were served
+    assert metrics(report, "test_concurrency_ramp")["ramp.c1.answers.error"] == 0
 
 
 def test_an_unreachable_server_is_unavailable(tmp_path):
-    code, output, _ = run_tests("--target", f"http://127.0.0.1:{free_port()}", "--category", "integration",
-                                out=tmp_path)
+    code, output, _ = run_suites("--target", f"http://127.0.0.1:{free_port()}", "--category", "integration",
+                                 out=tmp_path)
     assert code == 3 and "cannot connect" in output, output[-2000:]

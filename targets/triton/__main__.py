@@ -1,8 +1,8 @@
 """python -m targets.triton --preset tiny-dev: a Triton Inference Server serving FLUX on 127.0.0.1.
 
-Makes the serving environment on first use, writes the model repository, starts tritonserver on free ports
-(or the ones given), waits until every model is ready, prints the target's SPEC, and serves until Ctrl-C or
-SIGTERM. A model that fails to load ends it with Triton's reason (exit 3).
+Makes the serving environment on first use, writes the model repository, starts tritonserver on free ports,
+waits until every model is ready, prints the target's SPEC, and serves until Ctrl-C or SIGTERM. A model that
+fails to load ends it with Triton's reason (exit 3).
 """
 from __future__ import annotations
 

@@ -57,13 +57,12 @@ def config(name: str, inputs, outputs, params: dict[str, str], instances: int) -
             f'instance_group [ {{ kind: KIND_CPU count: {instances} }} ]\n{parameters}\n')
 
 
-def write(dest: Path, model_dir: Path, dtype: str = "fp32", device: str = "cpu", max_sequence_length: int = 512,
-          broken: str | None = None) -> Path:
-    """The repository under `dest` for the weights in `model_dir`. `broken` names a model whose weights
-    path is made wrong, so it fails to load (for showing how a load failure is reported)."""
+def write(dest: Path, model_dir: Path, dtype: str = "fp32", device: str = "cpu",
+          max_sequence_length: int = 512) -> Path:
+    """The repository under `dest` for the weights in `model_dir`."""
     for name, (cls, inputs, outputs) in MODELS.items():
-        params = {"model_dir": str(model_dir) + ("-missing" if name == broken else ""), "dtype": dtype,
-                  "device": device, "max_sequence_length": str(max_sequence_length)}
+        params = {"model_dir": str(model_dir), "dtype": dtype, "device": device,
+                  "max_sequence_length": str(max_sequence_length)}
         (dest / name / "1").mkdir(parents=True, exist_ok=True)
         (dest / name / "config.pbtxt").write_text(config(name, inputs, outputs, params, instances=1))
         (dest / name / "1" / "model.py").write_text(MODEL_PY.format(root=str(ROOT), cls=cls))

@@ -1,9 +1,11 @@
 """A real Triton Inference Server on 127.0.0.1: its own Python environment, made on first use (the server
 binary and python backend come from the nvidia-pytriton wheel; the backend's stub needs numpy < 2, which
 fluxgate's own environment need not keep), the FLUX repository written for the weights, free ports, a wait
-until every model has loaded or failed (with Triton's reason), and a clean stop."""
+until every model has loaded or failed (with Triton's reason), models (re)loaded on the running server, and a
+clean stop."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,9 +13,11 @@ import sys
 import sysconfig
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
+from packaging.version import Version
 
 from harness.types import Unavailable
 from targets.local import resolve_model
@@ -21,51 +25,80 @@ from targets.process import free_port, terminate
 from targets.triton import repository
 
 ENV = Path(os.environ.get("FLUXGATE_TRITON_ENV", Path.home() / ".cache" / "fluxgate" / "triton-env"))
+LIBRARIES = ("diffusers", "transformers", "tokenizers", "safetensors", "accelerate")
+CPU_TORCH = "torch: cpu build for "  # packages()' entry for the CPU's torch, then the version it is for
 
 
-def packages() -> list[str]:
-    """What the serving side needs: the server, numpy < 2 for the stub, and the reference's own libraries
-    at the versions this environment runs (torch from the same place it came from here)."""
-    from importlib.metadata import version
+def packages(kind: str) -> list[str]:
+    """What the serving environment for devices of KIND ("cpu", "cuda") is made of, decided without asking
+    pip, so that a kept environment is reused at no cost: the server, numpy < 2 for the stub, the reference's
+    libraries at the versions this environment runs, and torch: on the CPU a CPU build (chosen by
+    requirement() when the environment is made), else the torch this environment runs."""
+    torch = f"{CPU_TORCH}{Version(version('torch')).base_version}" if kind == "cpu" else f"torch=={version('torch')}"
+    return ["nvidia-pytriton==0.7.0", "numpy<2", *(f"{name}=={version(name)}" for name in LIBRARIES), torch]
 
-    pinned = [f"{name}=={version(name)}" for name in ("torch", "diffusers", "transformers", "tokenizers",
-                                                      "safetensors", "accelerate")]
-    return ["nvidia-pytriton==0.7.0", "numpy<2", *pinned]
+
+def requirement(wanted: str) -> str:
+    """pip's requirement for one of packages()' entries. For the CPU's torch, a CPU build, which leaves out
+    CUDA's libraries (6 GB, most of the making's time): the newest pip can find that is not newer than this
+    environment's torch (so its own version where there is one), else this environment's torch all the same."""
+    if not wanted.startswith(CPU_TORCH):
+        return wanted
+    here = Version(wanted.removeprefix(CPU_TORCH))
+    cpu = [v for v in index_versions("torch") if v.local == "cpu" and Version(v.base_version) <= here]
+    return f"torch=={max(cpu)}" if cpu else f"torch=={version('torch')}"
 
 
-def ensure_env(path: Path = ENV) -> Path:
-    """The serving environment, made on first use (a minute or two) and kept while its package list holds."""
-    wanted = "\n".join(packages())
+def index_versions(name: str) -> list[Version]:
+    """The versions of NAME pip can find (its index, extra indexes and find-links); none if it cannot say."""
+    listed = subprocess.run([sys.executable, "-m", "pip", "index", "versions", name, "--json"],
+                            capture_output=True, text=True)
+    try:
+        return [Version(v) for v in json.loads(listed.stdout)["versions"]] if listed.returncode == 0 else []
+    except (ValueError, KeyError):  # not JSON, or a version pip printed that packaging cannot read
+        return []
+
+
+def ensure_env(device: str = "cpu", root: Path = ENV) -> Path:
+    """The serving environment for DEVICE's kind (one under ROOT per kind: cpu, cuda), made on first use
+    (about 20 s for the CPU, minutes for CUDA) and kept while its package list holds."""
+    path = root / device.split(":")[0]
+    wanted = packages(path.name)
     stamp = path / "fluxgate-packages.txt"
-    if stamp.is_file() and stamp.read_text() == wanted:
+    if stamp.is_file() and stamp.read_text() == "\n".join(wanted):
         return path
     shutil.rmtree(path, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-    done = subprocess.run([str(path / "bin" / "python"), "-m", "pip", "install", "-q", *packages()],
-                          capture_output=True, text=True)
+    # no pip inside it and no .pyc up front (the server's first start writes those it imports): this
+    # environment's pip installs into it, twice as fast
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(path / "bin" / "python"), "install", "-q",
+                           "--no-compile", *map(requirement, wanted)], capture_output=True, text=True)
     if done.returncode:
         raise Unavailable(f"could not make Triton's environment in {path}: {done.stderr.strip()[-2000:]}")
-    stamp.write_text(wanted)
+    stamp.write_text("\n".join(wanted))
     return path
+
+
+def not_loaded(name: str, reason: str) -> Unavailable:
+    return Unavailable(f"Triton model {name!r} did not load: {reason}")
 
 
 class TritonServer:
     """`with TritonServer(preset="tiny-dev") as triton: triton.http_url`: tritonserver serving FLUX."""
 
     def __init__(self, preset: str | None = None, model: str | None = None, dtype: str = "fp32",
-                 device: str = "cpu", max_sequence_length: int = 512, broken: str | None = None,
-                 start_timeout: float = 600.0):
+                 device: str = "cpu", max_sequence_length: int = 512, start_timeout: float = 600.0):
         if preset is None and model is None:
             preset = "tiny-dev"
         self.model_dir = resolve_model(preset, model)
-        self.options = {"dtype": dtype, "device": device, "max_sequence_length": max_sequence_length,
-                        "broken": broken}
+        self.options = {"dtype": dtype, "device": device, "max_sequence_length": max_sequence_length}
         self.start_timeout = start_timeout
         self.process: subprocess.Popen | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="fluxgate-triton-"))
         self.log = self.dir / "tritonserver.log"
         self.ports = {"http": 0, "grpc": 0, "metrics": 0}
         self.startup: float | None = None  # seconds from launch to every model ready
+        self.configs: dict[str, dict] = {}  # each model's config as Triton loaded it at start, for load()
 
     @property
     def http_url(self) -> str:
@@ -76,7 +109,7 @@ class TritonServer:
         return f"127.0.0.1:{self.ports['grpc']}"
 
     def start(self) -> TritonServer:
-        env = ensure_env()
+        env = ensure_env(self.options["device"])
         site = next((env / "lib").glob("python3*/site-packages"))
         dist = site / "pytriton" / "tritonserver"
         backends = self.dir / "backends"  # the python backend with the stub for the environment's Python
@@ -86,11 +119,12 @@ class TritonServer:
             dist / "python_backend_stubs" / python / "triton_python_backend_stub")
         models = repository.write(self.dir / "models", self.model_dir, **self.options)
         self.ports = {name: free_port() for name in self.ports}
+        # explicit model control: every model loads at start, and load() can reload one on the running server
         command = [str(dist / "bin" / "tritonserver"), f"--model-repository={models}",
                    f"--backend-directory={backends}", f"--http-port={self.ports['http']}",
                    f"--grpc-port={self.ports['grpc']}", f"--metrics-port={self.ports['metrics']}",
                    "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--exit-on-error=false",
-                   "--log-verbose=0"]
+                   "--model-control-mode=explicit", "--load-model=*", "--log-verbose=0"]
         # the stub runs the environment's Python (found on PATH) on this Python's libpython, not whichever
         # libpython3.x the system has: their builds differ, and the standard library's modules with them
         libs = [str(site / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR"),
@@ -102,6 +136,8 @@ class TritonServer:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environ)
         try:
             self.wait()
+            self.configs = {name: httpx.get(f"http://{self.http_url}/v2/models/{name}/config", timeout=10).json()
+                            for name in repository.MODELS}
         except BaseException:
             self.stop()
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -123,10 +159,32 @@ class TritonServer:
             if len(states) == len(repository.MODELS) and all(m.get("state") != "LOADING" for m in states.values()):
                 failed = {n: m.get("reason", m.get("state")) for n, m in states.items() if m.get("state") != "READY"}
                 if failed:
-                    raise Unavailable("; ".join(f"Triton model {n!r} did not load: {r}" for n, r in failed.items()))
+                    raise Unavailable("; ".join(str(not_loaded(n, r)) for n, r in failed.items()))
                 return
             time.sleep(0.1)
         raise Unavailable(f"Triton's models were not ready within {self.start_timeout} s: {self.tail()}")
+
+    def load(self, name: str, **parameters: str) -> None:
+        """Load model NAME afresh on the running server, as it loaded at start but with PARAMETERS
+        (model_dir=..., dtype=...) in place of the repository's; load(NAME) puts it back as it was.
+        Unavailable, with Triton's reason, if it does not load; the model is then not served until it does."""
+        if name not in self.configs:
+            raise ValueError(f"model {name!r}: Triton here serves {', '.join(self.configs) or 'nothing'}")
+        # unloaded first: Triton would keep serving the old version through a failed reload, but this Triton
+        # (2.51) then never lets the failed one go, and waits out its exit timeout (30 s) at every stop
+        self.repository(name, "unload", {})
+        # always the whole config: without one, Triton reloads what it had, the last override included
+        overrides = {key: {"string_value": str(value)} for key, value in parameters.items()}
+        config = {**self.configs[name], "parameters": self.configs[name]["parameters"] | overrides}
+        answer = self.repository(name, "load", {"parameters": {"config": json.dumps(config)}})
+        if answer.status_code != 200:
+            raise not_loaded(name, answer.json().get("error", answer.text).strip())
+
+    def repository(self, name: str, action: str, body: dict) -> httpx.Response:
+        """POST to Triton's model repository API: load model NAME (answered once loaded or failed) or unload it
+        (answered at once; Triton finishes it in the background, and a load after it loads afresh)."""
+        return httpx.post(f"http://{self.http_url}/v2/repository/models/{name}/{action}", json=body,
+                          timeout=self.start_timeout)
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM (Triton finishes in-flight requests, then unloads), SIGKILL after `timeout` s."""
