@@ -37,10 +37,18 @@ def run_suites(*args: str, out: Path, profile: str | None = SELFTEST) -> tuple[i
     suites/stress/test_load.py and tests/test_load.py do not take each other's place in sys.modules."""
     import run_tests as cli
 
+    code, output = captured(cli.main, [*command(args, out, profile), "--import-mode=importlib"])
+    return code, output, load_report(out)
+
+
+def captured(main, argv: list[str]) -> tuple[int, str]:
+    """(exit code, what it printed) of a command's MAIN(ARGV) called here: run_tests.main, pytest.main, or
+    another CLI's main. Unlike pytester's in-process runs, modules it imports stay imported: torch and its
+    extensions cannot be imported twice in one process."""
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-        code = cli.main([*command(args, out, profile), "--import-mode=importlib"])
-    return code, output.getvalue(), load_report(out)
+        code = main(argv)
+    return int(code), output.getvalue()
 
 
 def load_report(out: Path) -> dict | None:

@@ -182,28 +182,41 @@ def test_a_crash_leaves_the_report_as_of_the_last_test(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "timeout"])
-def test_an_interrupted_run_writes_all_reports(tmp_path, sig):
-    # a shell's background job inherits SIGINT ignored, and Python keeps an inherited SIG_IGN: give the run the
-    # Ctrl-C a terminal would
-    args = command(("--target", "tests.fakes:Flawed:delay=1.5"), tmp_path, SELFTEST)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run_tests.py"), *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+def test_an_interrupted_run_writes_all_reports(tmp_path):
+    """Ctrl-C and a timeout's SIGTERM, each to a run of its own, the two side by side: either way the run stops,
+    exits 1, and every report says it was interrupted."""
+    runs = {sig: interruptible(tmp_path / sig.name) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         deadline = time.monotonic() + 120
-        while load_report(tmp_path) is None:  # wait until the first test has finished and been recorded
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+        waiting = dict(runs)
+        while waiting:  # each is signalled once its first test has finished and been recorded
+            for sig, (proc, out) in list(waiting.items()):
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    proc.stdout.read() if proc.poll() is not None else "slow"
+                if load_report(out) is not None:
+                    proc.send_signal(sig)
+                    del waiting[sig]
             time.sleep(0.2)
-        proc.send_signal(sig)
-        output, _ = proc.communicate(timeout=60)
+        outputs = {sig: proc.communicate(timeout=60)[0] for sig, (proc, _) in runs.items()}
     finally:  # a run that did not stop must not go on eating the CPU the next tests measure with
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 1, output
-    report = load_report(tmp_path)
-    assert report["run"]["status"] == "interrupted" and report["run"]["verdict"] == "error"
-    assert report["tests"] and report["run"]["finished"] is not None
-    run_dir = next(tmp_path.iterdir())
-    assert "did not finish (interrupted)" in (run_dir / "report.html").read_text()
-    assert (run_dir / "junit.xml").is_file()
+        for proc, _ in runs.values():
+            proc.kill()
+            proc.wait()
+    for sig, (proc, out) in runs.items():
+        assert proc.returncode == 1, (sig.name, outputs[sig])
+        report = load_report(out)
+        assert report["run"]["status"] == "interrupted" and report["run"]["verdict"] == "error", sig.name
+        assert report["tests"] and report["run"]["finished"] is not None
+        run_dir = next(out.iterdir())
+        assert "did not finish (interrupted)" in (run_dir / "report.html").read_text()
+        assert (run_dir / "junit.xml").is_file()
+
+
+def interruptible(out: Path) -> tuple[subprocess.Popen, Path]:
+    """A whole run of a slowed target in a subprocess, reporting to OUT. A shell's background job inherits SIGINT
+    ignored, and Python keeps an inherited SIG_IGN: the run gets the Ctrl-C a terminal would give it."""
+    args = command(("--target", "tests.fakes:Flawed:delay=1.5"), out, SELFTEST)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_tests.py"), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return proc, out
