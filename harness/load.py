@@ -5,10 +5,13 @@ In the open loop each latency is measured from the request's scheduled send time
 actually sent: a generator that falls behind would otherwise hide the queueing it caused (coordinated
 omission). A send that starts later than its schedule allows is counted late, and a run with more than 1%
 late sends is marked invalid, as perf_analyzer and MLPerf's LoadGen do, rather than reporting numbers the
-offered load never produced.
+offered load never produced. Those rules are for runs of thousands; in a short one (CI's 15 sends) 1% would be
+no late send at all, and a single thread woken late on a busy machine would void it, so one late send is
+always allowed: a generator that cannot keep up is late again and again.
 """
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -75,7 +78,7 @@ class LoadResult:
 
     @property
     def valid(self) -> bool:
-        return self.late_fraction <= MAX_LATE_FRACTION
+        return self.late <= max(1, MAX_LATE_FRACTION * len(self.outcomes))
 
     @property
     def throughput(self) -> float:
@@ -162,13 +165,21 @@ def open_loop(fn: Callable, make_request: Callable[[int], object], rate: float, 
     started = threading.Barrier(max_in_flight)  # every sender started before the clock, not on a send's time:
     for f in [pool.submit(started.wait) for _ in range(max_in_flight)]:  # each waits, so each is a new thread
         f.result()
+    # no cyclic garbage collection while sending: a collection stops every thread while it runs (measured: 25 ms,
+    # at the same send of every run, in an interpreter without torch; longer where more objects live)
+    collecting = gc.isenabled()
+    gc.disable()
     start = time.perf_counter()
     futures = []
-    for i, (t, outcome) in enumerate(zip(times, outcomes)):
-        delay = t - (time.perf_counter() - start)
-        if delay > 0:
-            time.sleep(delay)
-        futures.append(pool.submit(_call, fn, make_request(i), outcome, start))
+    try:
+        for i, (t, outcome) in enumerate(zip(times, outcomes)):
+            delay = t - (time.perf_counter() - start)
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(_call, fn, make_request(i), outcome, start))
+    finally:
+        if collecting:
+            gc.enable()
     deadline = time.perf_counter() + timeout
     for f in futures:
         remaining = deadline - time.perf_counter()
