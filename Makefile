@@ -5,9 +5,9 @@ export HF_HUB_OFFLINE := 1
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	# no bytecode up front (a third of the install): each module is compiled once, when first imported
-	$(PY) -m pip install -q --no-compile torch==2.14.1 torchvision==0.29.1   # CUDA builds; they also run on the CPU
-	$(PY) -m pip install -q --no-compile -e '.[test]'
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1   # CUDA builds; they also run on the CPU
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
 .PHONY: setup run test test-fast clean
