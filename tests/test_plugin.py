@@ -124,6 +124,7 @@ def test_recordings_travel_from_xdist_workers(pytester, suites):
     assert all((run_dir / t["images"][0]["path"]).is_file() for t in data["tests"])
 
 
+@pytest.mark.slow  # a child process with a model
 def test_the_oracle_is_golden_images_rendered_in_another_process(here, suites):
     suites({"suites/quality/test_f.py":
             "import gc\n"
@@ -184,6 +185,7 @@ def test_a_remote_targets_first_request_is_the_plain_one_whatever_runs_first(pyt
     pytester.runpytest(*PLUGINS, "--target", "fakes.remote:Remote").assert_outcomes(passed=2)
 
 
+@pytest.mark.slow  # a child process with a model
 def test_the_baseline_target_runs_in_a_process_of_its_own(here, suites):
     suites({"suites/performance/test_b.py": "import os\n"
             "def test_b(baseline_target):\n"
