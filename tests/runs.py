@@ -23,11 +23,10 @@ def command(args: tuple[str, ...], out: Path, profile: str | None) -> list[str]:
     return [*args, *(["--profile", profile] if profile and not named else []), f"--out={out}"]
 
 
-def run_tests(*args: str, out: Path, timeout: float = 300, env: dict | None = None,
-              profile: str | None = SELFTEST) -> tuple[int, str, dict | None]:
+def run_tests(*args: str, out: Path, profile: str | None = SELFTEST) -> tuple[int, str, dict | None]:
     """(exit code, output, report.json or None) of `python run_tests.py ARGS --out OUT` in a subprocess."""
     done = subprocess.run([sys.executable, str(ROOT / "run_tests.py"), *command(args, out, profile)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=300)
     return done.returncode, done.stdout + done.stderr, load_report(out)
 
 
