@@ -33,6 +33,8 @@ class Capabilities:
     max_pixels: int = 8 * 1024 * 1024  # per request, all images together: eight 1 MP images or two 2048²;
                                        # activations grow with it, so it bounds a request's memory
     max_steps: int = 1000        # the scheduler's training timesteps: more steps mean nothing
+    max_guidance: float = 100.0  # FLUX.1-dev was distilled on about 1 to 10; the model embeds guidance x 1000
+                                 # as it does a timestep, so past float32's 3.4e38 the embedding overflows
     max_prompt_chars: int = 20_000  # per prompt, checked before tokenizing: T5's 512 tokens are about 2,000
                                     # characters of English, so this leaves room for prompts cut on purpose
     remote: bool = False         # served by another process or host: a fresh client is not a fresh server,
@@ -82,8 +84,8 @@ def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool =
         fail("num_inference_steps", steps, f"must be an integer from 1 to {caps.max_steps}")
     guidance = request.guidance_scale
     if not isinstance(guidance, Real) or isinstance(guidance, bool) or not math.isfinite(guidance) \
-            or ranges and guidance < 0:
-        fail("guidance_scale", guidance, "must be a finite number >= 0")
+            or ranges and not 0 <= guidance <= caps.max_guidance:
+        fail("guidance_scale", guidance, f"must be a finite number from 0 to {caps.max_guidance:g}")
     count = request.num_images
     if not integer(count) or count < 1:
         fail("num_images", count, "must be an integer >= 1")

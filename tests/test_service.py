@@ -54,7 +54,7 @@ BAD = [  # path, body, status, the field the error must name, words of the rule
     (OPENAI, {"prompt": "a", "size": "1" * 5000 + "x64"}, 400, "size", "WIDTHxHEIGHT"),  # past int()'s 4,300 digits
     (OPENAI, {"prompt": "a", "n": "2"}, 422, "n", "valid integer"),
     (OPENAI, {"prompt": "a", "num_inference_steps": 2.0}, 422, "num_inference_steps", "valid integer"),
-    (OPENAI, {"prompt": "a", "guidance_scale": -1}, 400, "guidance_scale", ">= 0"),
+    (OPENAI, {"prompt": "a", "guidance_scale": -1}, 400, "guidance_scale", "from 0 to 100"),
     (OPENAI, {"size": "64x64"}, 422, "prompt", "required"),
     (OPENAI, {"prompt": "a", "stpes": 4}, 422, "stpes", "not permitted"),
     (OPENAI, {"prompt": "a", "response_format": "url"}, 422, "response_format", "b64_json"),

@@ -37,7 +37,7 @@ BAD = [  # (field, value): a value, or a function of the target's capabilities f
     ("num_inference_steps", 0), ("num_inference_steps", -1), ("num_inference_steps", 10**9),
     ("num_inference_steps", 2.5),
     ("guidance_scale", math.nan), ("guidance_scale", math.inf), ("guidance_scale", -math.inf),
-    ("guidance_scale", -1.0), ("guidance_scale", "high"),
+    ("guidance_scale", -1.0), ("guidance_scale", 1e39), ("guidance_scale", "high"),
     ("num_images", 0), ("num_images", -1), ("num_images", lambda caps: caps.max_batch + 1), ("num_images", 1.5),
     ("prompt", None), ("prompt", 42), ("prompt", []), ("prompt", [None]), ("prompt", b"bytes"),
     ("prompt", "a lone surrogate \ud800"), ("prompt", ["fine", "\udfff"]),
