@@ -29,7 +29,9 @@ from harness.types import GenerationRequest
 
 PROFILES = Path(__file__).parent / "profiles"
 SCHEMA_MAJOR = 2  # a baseline from another major version of the report schema is refused
-SECTIONS = ("name", "description", "extends", "settings", "thresholds", "baseline", "tolerances", "metrics")
+SECTIONS = ("name", "description", "extends", "require", "settings", "thresholds", "baseline", "tolerances",
+            "metrics")
+LEARNED = ("lpips", "clip_score", "fid", "cmmd")  # metrics whose weights a profile can require
 TABLES = ("settings", "thresholds", "tolerances", "metrics", "baseline")  # what an extending profile merges
 
 
@@ -53,6 +55,7 @@ class Profile:
     tolerance: float = 0.10             # baseline, relative, where [tolerances] is silent
     tolerances: dict[str, dict[str, float]] = field(default_factory=dict)  # metric or glob -> relative, absolute
     metrics: list[Definition] = field(default_factory=list)  # metrics of one's own suites
+    require: list[str] = field(default_factory=list)  # learned metrics whose missing weights fail the run
 
     @classmethod
     def load(cls, name_or_path: str) -> Profile:
@@ -121,9 +124,16 @@ class Profile:
             tolerances[metric] = value
         baseline = data.get("baseline", {})
         table("[baseline]", baseline, {"tolerance": number})
+        require = data.get("require", [])
+        if not isinstance(require, list) or not all(isinstance(r, str) for r in require):
+            raise ValueError(f"{where}: require = {require!r} must be a list of metric names ({', '.join(LEARNED)})")
+        for name in require:
+            if name not in LEARNED:
+                refuse("require:", name, list(LEARNED))
         return cls(name=data.get("name", default_name), text=text, path=path,
                    description=data.get("description", ""), settings=Settings(**settings), thresholds=thresholds,
-                   tolerance=baseline.get("tolerance", 0.10), tolerances=tolerances, metrics=metrics)
+                   tolerance=baseline.get("tolerance", 0.10), tolerances=tolerances, metrics=metrics,
+                   require=require)
 
     @property
     def sha256(self) -> str:
@@ -171,8 +181,8 @@ def _check_type(where: str, key: str, value: Any) -> None:
     def fits(v: Any, like: Any) -> bool:
         if isinstance(like, list):
             return isinstance(v, list) and all(fits(item, like[0]) for item in v)
-        kinds = {bool: (bool,), int: (int,), float: (int, float)}.get(type(like), (int, float))  # None: a number
-        return isinstance(v, kinds) and isinstance(v, bool) == isinstance(like, bool)
+        kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+        return isinstance(v, kinds.get(type(like), (int, float))) and isinstance(v, bool) == isinstance(like, bool)
 
     if not fits(value, default):
         raise ValueError(f"{where}: [settings] {key} = {value!r}: must be {type(default or 0.0).__name__} like "

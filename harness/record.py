@@ -102,8 +102,9 @@ class Recorder:
         return path
 
     def artifact(self, name: str, data: str | bytes | dict | list) -> Path:
-        """Save text, bytes or JSON beside the report."""
-        suffix = ".json" if isinstance(data, (dict, list)) else ".txt" if isinstance(data, str) else ".bin"
+        """Save text, bytes or JSON beside the report (a NAME with a suffix keeps it: "features.npz")."""
+        suffix = "" if Path(name).suffix else ".json" if isinstance(data, (dict, list)) else \
+            ".txt" if isinstance(data, str) else ".bin"
         path = self._path(name, suffix)
         if isinstance(data, bytes):
             path.write_bytes(data)

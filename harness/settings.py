@@ -48,6 +48,12 @@ class Settings:
     quality_prompts: int = 4
     consistency_runs: int = 3
     guidance_scales: list[float] = field(default_factory=lambda: [1.0, 3.5, 7.0])
+    # learned metrics, from weights on disk (harness/metrics/weights.py)
+    lpips_net: str = "alex"             # "vgg" is closer to people's judgements as a loss, alex as a metric
+    clip_model: str = "ViT-L-14"        # open_clip's name, or "local-dir:FOLDER" (config and weights)
+    clip_pretrained: str = "openai"     # an open_clip tag, or a weights file; seed 000's CLIP score is OpenAI's
+    fid_features: int = 2048            # InceptionV3's pool, as published FIDs; 64, 192 or 768 take earlier
+                                        # layers: cheaper, and steadier over the few images a CI run has
     # edge cases
     edge_timeout: float = 30.0          # seconds before a request counts as hung
     hypothesis_examples: int = 25

@@ -197,3 +197,14 @@ def test_verdicts_roll_up_to_the_run(tmp_path):
     assert run.verdict == "pass"
     run.status = "interrupted"
     assert run.verdict == "error"
+
+
+def test_a_profile_requires_learned_metrics_by_name():
+    assert Profile.parse({"require": ["lpips", "fid"]}).require == ["lpips", "fid"]
+    assert Profile.load("flux-dev-h100").require == ["clip_score"]
+    with pytest.raises(ValueError, match="require: 'lpip' is not one fluxgate knows; did you mean 'lpips'"):
+        Profile.parse({"require": ["lpip"]})
+    with pytest.raises(ValueError, match="require = 'lpips' must be a list of metric names"):
+        Profile.parse({"require": "lpips"})
+    with pytest.raises(ValueError, match=r"\[settings\] clip_model = 14: must be str"):
+        Profile.parse({"settings": {"clip_model": 14}})

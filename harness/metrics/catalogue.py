@@ -91,8 +91,18 @@ QUALITY = [
     Definition("quality.consistency.max_abs_diff", "levels", "lower", LEVELS, "the same request repeated"),
     Definition("quality.guidance.min_step", "levels", "higher", LEVELS, "the smallest change between guidance "
                "scales in a row"),
-    Definition("clip_score", "", "higher", 0.5, "text-image alignment (torchmetrics' convention: 100 x max(cosine, 0)); "
-               "recorded once learned metrics find their weights on disk"),
+    Definition("quality.lpips.mean", "", "lower", 0.005, "LPIPS against the reference, the prompts' mean: 0 is "
+               "identical, about 0.1 a difference people notice"),
+    Definition("quality.lpips.max", "", "lower", 0.005, "LPIPS against the reference, the worst prompt"),
+    Definition("clip_score", "", "higher", 0.5, "the target's images against their prompts, mean over prompts "
+               "(torchmetrics' convention: 100 x max(cosine, 0))"),
+    Definition("clip_score.reference", "", None, doc="the reference's images against the same prompts"),
+    Definition("clip_score.delta", "", "higher", 0.5, "the target's CLIP score less the reference's, per prompt, "
+               "mean: below 0, the target follows its prompts less well"),
+    Definition("quality.cmmd", "", "lower", 0.05, "CMMD x 1000 between the target's and the reference's image "
+               "sets (CLIP embeddings, Gaussian kernel, unbiased: about 0 for one distribution)"),
+    Definition("quality.fid", "", "lower", 1.0, "FID between the target's and the reference's image sets "
+               "(InceptionV3 pool features; biased upwards at small sets: compare with a baseline)"),
 ]
 
 UNIT = [
