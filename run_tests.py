@@ -37,6 +37,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="compare with a baseline from another target, profile or hardware all the same")
     parser.add_argument("--baseline-target", metavar="SPEC", help="a second target to measure speed-up against")
     parser.add_argument("--golden", metavar="DIR", help="where the oracle's golden images are kept")
+    parser.add_argument("--prompts", metavar="FILE", help="the quality suite's prompt set: one per line, or JSON "
+                                                          "Lines of {prompt, category}")
     parser.add_argument("--skip-slow", action="store_true", help="skip tests marked slow")
     parser.add_argument("--skip-gpu", action="store_true", help="skip tests marked gpu")
     parser.add_argument("--out", default="results", metavar="DIR", help="reports go to DIR/<run id>/")
@@ -46,6 +48,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def check(args: argparse.Namespace) -> str | None:
     """Refuse a bad invocation before any test runs: one line naming the value and the rule."""
+    from harness import prompts
     from harness.gates import Baseline, Profile
     from harness.target import make_target
 
@@ -56,6 +59,8 @@ def check(args: argparse.Namespace) -> str | None:
         Profile.load(args.profile)
         if args.baseline:
             Baseline(args.baseline)
+        if args.prompts:
+            prompts.load(args.prompts)
         for spec in filter(None, (args.target, args.baseline_target)):
             make_target(spec)  # constructs, does not start: a bad SPEC fails here, an unreachable one later
     except (ValueError, FileNotFoundError) as e:
@@ -80,6 +85,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         out.append("--force-baseline")
     if args.golden:
         out.append(f"--golden={args.golden}")
+    if args.prompts:
+        out.append(f"--prompts={args.prompts}")
     if args.baseline_target:
         out.append(f"--baseline-target={args.baseline_target}")
     if args.workers:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import hooks
+from harness import hooks, prompts
 from harness.gates import Baseline, Profile, judge
 from harness.record import CATEGORIES, FOLDERS, PROPERTY, Recorder, Recording, Run, TestRecord, new_run_id
 from harness.target import DEFAULT as DEFAULT_TARGET
@@ -67,6 +67,9 @@ def pytest_addoption(parser):
                     help="compare with a --baseline taken on another target, profile or hardware (refused otherwise)")
     group.addoption("--golden", default=None, metavar="DIR",
                     help="where the oracle's golden images are kept (default: $FLUXGATE_GOLDEN or the fluxgate cache)")
+    group.addoption("--prompts", default=None, metavar="FILE",
+                    help="the prompt set the quality suite compares over: one per line, or JSON Lines of "
+                         "{prompt, category} (default: harness/data/prompts.jsonl)")
     group.addoption("--out", default="results", metavar="DIR", help="reports go to DIR/<run id>/ (default: results)")
     group.addoption("--run-id", default=None, help="name of the run's folder (default: time and pid)")
     group.addoption("--allow-downloads", action="store_true",
@@ -83,6 +86,7 @@ def pytest_configure(config):
     try:
         profile = Profile.load(config.getoption("profile"))
         baseline = Baseline(config.getoption("baseline")) if config.getoption("baseline") else None
+        prompt_set = prompts.load(config.getoption("prompts") or prompts.DEFAULT)
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
     worker = getattr(config, "workerinput", None)
@@ -95,7 +99,7 @@ def pytest_configure(config):
             raise pytest.UsageError(f"--baseline {config.getoption('baseline')}: measured on another "
                                     f"{'; '.join(differences)}: its numbers are not comparable "
                                     "(--force-baseline compares them all the same)")
-    config.stash[SETUP] = {"profile": profile, "baseline": baseline}
+    config.stash[SETUP] = {"profile": profile, "baseline": baseline, "prompts": prompt_set}
     run_dir = Path(worker["fluxgate_run_dir"]) if worker else \
         Path(config.getoption("out")) / (config.getoption("run_id") or new_run_id())
     config.stash[RUN] = Run(id=run_dir.name, dir=run_dir.resolve(), target_spec=config.getoption("target"),
@@ -145,6 +149,13 @@ def pytest_collection_modifyitems(config, items):
 def profile(pytestconfig) -> Profile:
     """The threshold profile: `profile.get("latency_runs")` reads a suite setting (harness/settings.py)."""
     return pytestconfig.stash[SETUP]["profile"]
+
+
+@pytest.fixture(scope="session")
+def prompt_set(pytestconfig) -> list[prompts.Prompt]:
+    """The prompts the quality suite compares over, each with its category: --prompts FILE, else
+    harness/data/prompts.jsonl. The profile's quality_prompts says how many of them are used."""
+    return pytestconfig.stash[SETUP]["prompts"]
 
 
 @pytest.fixture(scope="session")

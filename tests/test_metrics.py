@@ -128,10 +128,11 @@ def test_a_missing_weight_names_every_file_looked_for(tmp_path, monkeypatch):
 
 
 def learned(tmp_path: Path, clip: str, pretrained: str = "", require: str = "") -> str:
-    """The self-test profile with the learned metrics' settings (and REQUIRE, a TOML list)."""
+    """The self-test profile with the learned metrics' settings (and REQUIRE, a TOML list), over 4 prompts:
+    FID needs 2 a set, and the shards test splits them in two."""
     path = tmp_path / "learned.toml"
     path.write_text(f'name = "learned"\nextends = "{SELFTEST}"\n{f"require = {require}" if require else ""}\n'
-                    f'[settings]\nclip_model = "{clip}"\nclip_pretrained = "{pretrained}"\n')
+                    f'[settings]\nclip_model = "{clip}"\nclip_pretrained = "{pretrained}"\nquality_prompts = 4\n')
     return str(path)
 
 
@@ -146,7 +147,7 @@ def test_the_quality_suite_records_every_learned_metric(weights, tmp_path):
     assert 0 <= found["clip_score"]["value"] <= 100
     fid_test = next(t for t in report["tests"] if "test_fid" in t["nodeid"])
     kept = np.load(next(tmp_path.glob("run/*")) / fid_test["artifacts"][0]["path"])
-    assert kept["target"].shape == kept["reference"].shape == (2, 64)  # two prompts, 64 features
+    assert kept["target"].shape == kept["reference"].shape == (4, 64)  # four prompts, 64 features
 
 
 def test_without_weights_each_learned_metric_skips_naming_its_file_unless_required(tmp_path, monkeypatch):
@@ -183,3 +184,33 @@ def test_the_listing_says_what_is_found_and_what_is_missing_and_fetch_stays_offl
         assert code == 1 and "HF_HUB_OFFLINE is set, so nothing is downloaded" in output
     code, output = captured(main, ["--profile", learned(tmp_path, "ViT-B-32")])
     assert code == 2 and "clip_pretrained='' for clip_model='ViT-B-32'" in output
+
+
+def test_runs_over_shards_of_a_prompt_set_merge_into_the_whole_sets_fid_and_cmmd(weights, tmp_path):
+    from harness.metrics.__main__ import main
+    from harness.prompts import load
+
+    chosen = [p.text for p in load()[:4]]
+    files = {}
+    for name, part in (("whole", chosen), ("first", chosen[:2]), ("second", chosen[2:])):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(part) + "\n")
+    runs = {}
+    for name, path in files.items():  # the shards find the whole set's golden images, as it found the last test's
+        code, output, report = run_suites("--category", "quality", "-k", "fid or cmmd",
+                                          "--profile", learned(tmp_path, weights),
+                                          "--prompts", str(path), out=tmp_path / name)
+        assert code == 0, output[-3000:]
+        runs[name] = (next((tmp_path / name).iterdir()), {m["name"]: m["value"] for t in report["tests"]
+                                                          for m in t["metrics"]})
+    code, output = captured(main, ["merge", str(runs["first"][0]), str(runs["second"][0] / "report.json")])
+    assert code == 0, output
+    merged = {line.split(" = ")[0]: float(line.split(" = ")[1].split()[0]) for line in output.splitlines()}
+    whole = runs["whole"][1]
+    assert merged["quality.fid"] == pytest.approx(whole["quality.fid"], rel=1e-5)   # printed to 6 digits
+    assert merged["quality.cmmd"] == pytest.approx(whole["quality.cmmd"], rel=1e-5, abs=1e-9)
+    assert "over 4 images (2 + 2 from 2 runs)" in output
+    shards = [runs[n][1]["quality.fid"] for n in ("first", "second")]
+    assert abs(np.mean(shards) - whole["quality.fid"]) > 0.01 * whole["quality.fid"]  # what merging is not
+    code, output = captured(main, ["merge", str(runs["first"][0])])
+    assert code == 2 and "give two runs or more" in output

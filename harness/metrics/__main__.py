@@ -4,6 +4,8 @@
                                                     for); exit 1 if any is missing
     python -m harness.metrics fetch [--profile P]   download what is missing, by each library's own download
                                                     code, into $FLUXGATE_WEIGHTS (open_clip: the Hugging Face cache)
+    python -m harness.metrics merge RUN RUN ...     FID and CMMD over the images of several runs together (runs
+                                                    over shards of a prompt set give the whole set's)
 
 The profile's settings choose the LPIPS network and the CLIP model (default: cpu-tiny's).
 """
@@ -92,14 +94,29 @@ def fetch(settings) -> int:
     return 1 if failed else show(settings)
 
 
+def merge(runs: list[str]) -> int:
+    from harness.metrics.shards import merge as merged
+
+    if len(runs) < 2:
+        raise ValueError("merge: give two runs or more")
+    for name, (value, counts) in merged(runs).items():
+        print(f"{name} = {value:.6g} over {sum(counts)} images ({' + '.join(map(str, counts))} from {len(runs)} runs)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.metrics", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", nargs="?", choices=["list", "fetch"], default="list")
+    parser.add_argument("command", nargs="?", choices=["list", "fetch", "merge"], default="list")
+    parser.add_argument("runs", nargs="*", metavar="RUN", help="merge: run folders or their report.json")
     parser.add_argument("--profile", default="cpu-tiny", metavar="NAME|PATH")
     args = parser.parse_args(argv)
     from harness.gates import Profile
 
     try:
+        if args.command == "merge":
+            return merge(args.runs)
+        if args.runs:
+            raise ValueError(f"{args.command} takes no runs (merge does)")
         settings = Profile.load(args.profile).settings
         return fetch(settings) if args.command == "fetch" else show(settings)
     except ValueError as e:  # a profile, network or tag that cannot be
