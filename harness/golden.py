@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from harness import environment
+from harness.cache import cache_dir
 from harness.isolated import Isolated
 from harness.target import Target, get_target_class, make_target, parse_spec
 from harness.types import GenerationRequest, GenerationResult
@@ -41,8 +42,7 @@ def default_store() -> Path:
     """$FLUXGATE_GOLDEN, else $FLUXGATE_CACHE/golden (the cache the presets use, ~/.cache/fluxgate by default)."""
     if os.environ.get("FLUXGATE_GOLDEN"):
         return Path(os.environ["FLUXGATE_GOLDEN"])
-    # as targets.reference.presets.cache_dir finds it: the harness imports no target module
-    return Path(os.environ.get("FLUXGATE_CACHE", Path.home() / ".cache" / "fluxgate")) / "golden"
+    return cache_dir() / "golden"
 
 
 def write_atomic(path: Path, data: bytes) -> None:

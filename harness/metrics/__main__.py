@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from harness.metrics.weights import INCEPTION, LPIPS_BACKBONES, Missing, checkpoint, clip_checkpoint, root
+from harness.metrics.weights import INCEPTION, Missing, checkpoint, clip_checkpoint, lpips_backbone, root
 
 
 def finders(settings) -> dict[str, Callable[[], Path | None]]:
     """Metric -> a function that returns its weights' file (None: a folder holds them) or raises Missing."""
     net, model, tag = settings.lpips_net, settings.clip_model, settings.clip_pretrained
-    if net not in LPIPS_BACKBONES:
-        raise ValueError(f"lpips_net={net!r}: must be one of {', '.join(LPIPS_BACKBONES)}")
     clip = lambda: clip_checkpoint(model, tag)  # noqa: E731
-    return {f"lpips ({net})": lambda: checkpoint("lpips", LPIPS_BACKBONES[net]),
+    return {f"lpips ({net})": lambda: lpips_backbone(net),
             f"clip_score ({model}, {tag})": clip, f"cmmd ({model}, {tag})": clip,
             "fid (InceptionV3)": lambda: checkpoint("fid", INCEPTION)}
 

@@ -3,7 +3,7 @@ number of workers or runs, and concatenated they give the exact distance of the 
 
 FID: the Frechet distance between Gaussians fitted to InceptionV3 pool features (torchmetrics'
 FrechetInceptionDistance with torch-fidelity's network and weights). It needs more images than features to be
-stable, so at CI's sample sizes it is biased upwards: compare it with a noise floor, not with published values.
+stable, so at CI's sample sizes it is biased upwards: compare it with a baseline, not with published values.
 CMMD (Jayasumana et al. 2024): the maximum mean discrepancy between CLIP embeddings under a Gaussian kernel,
 estimated without bias, so it is about 0 for sets from one distribution at any size.
 """
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.metrics.pixel import nchw
 from harness.metrics.weights import INCEPTION, checkpoint
 
 CMMD_BANDWIDTH = 10.0  # the paper's sigma for unit-length CLIP embeddings
@@ -36,8 +37,7 @@ class Inception:
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        batch = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(self.device)
-        return self.model(batch).float().cpu().numpy()
+        return self.model(nchw(images).to(self.device)).float().cpu().numpy()
 
 
 class Given(nn.Module):

@@ -8,12 +8,8 @@ import warnings
 import numpy as np
 import torch
 
-from harness.metrics.weights import LPIPS_BACKBONES, checkpoint, hub_holding
-
-
-def unit_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255
+from harness.metrics.pixel import nchw
+from harness.metrics.weights import hub_holding, lpips_backbone
 
 
 class LPIPS:
@@ -22,11 +18,8 @@ class LPIPS:
     def __init__(self, net: str = "alex", device: str | torch.device = "cpu"):
         import lpips
 
-        if net not in LPIPS_BACKBONES:
-            raise ValueError(f"lpips_net={net!r}: must be one of {', '.join(LPIPS_BACKBONES)}")
         self.net, self.device = net, torch.device(device)
-        backbone = checkpoint("lpips", LPIPS_BACKBONES[net])  # the linear layers ship with the lpips package
-        with hub_holding(backbone), warnings.catch_warnings():
+        with hub_holding(lpips_backbone(net)), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torchvision's note that `pretrained=` is deprecated
             self.model = lpips.LPIPS(net=net, verbose=False).to(self.device).eval().requires_grad_(False)
 
@@ -34,5 +27,6 @@ class LPIPS:
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if a.shape != b.shape:
             raise ValueError(f"LPIPS compares images of one size: {a.shape} and {b.shape}")
-        d = self.model(unit_float(a).to(self.device), unit_float(b).to(self.device), normalize=True)
+        a, b = (nchw(x).to(self.device).float() / 255 for x in (a, b))
+        d = self.model(a, b, normalize=True)  # [0, 1] in
         return d.flatten().double().cpu().numpy()

@@ -7,8 +7,9 @@ import torch
 PSNR_CAP = 100.0  # dB for identical images, where PSNR is infinite: JSON has no infinity
 
 
-def _tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).double()  # (N, 3, H, W)
+def nchw(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> uint8 (N, 3, H, W), the layout torch's image models take."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
 
 
 def _check(a: np.ndarray, b: np.ndarray) -> None:
@@ -38,7 +39,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     _check(a, b)
-    value = float(peak_signal_noise_ratio(_tensor(a), _tensor(b), data_range=255.0))
+    value = float(peak_signal_noise_ratio(nchw(a).double(), nchw(b).double(), data_range=255.0))
     return min(value, PSNR_CAP)
 
 
@@ -48,4 +49,4 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
     _check(a, b)
     kernel = min(11, (min(a.shape[1:3]) // 2) * 2 - 1)
-    return float(structural_similarity_index_measure(_tensor(a), _tensor(b), data_range=255.0, kernel_size=kernel))
+    return float(structural_similarity_index_measure(nchw(a).double(), nchw(b).double(), data_range=255.0, kernel_size=kernel))

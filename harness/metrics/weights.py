@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from harness.cache import cache_dir
+
 LPIPS_BACKBONES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}  # torchvision's file names
 INCEPTION = "weights-inception-2015-12-05-6726825d.pth"                               # torch-fidelity's
 CLIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -38,7 +40,14 @@ def root() -> Path:
     """$FLUXGATE_WEIGHTS, else weights/ in the fluxgate cache."""
     if os.environ.get("FLUXGATE_WEIGHTS"):
         return Path(os.environ["FLUXGATE_WEIGHTS"])
-    return Path(os.environ.get("FLUXGATE_CACHE", Path.home() / ".cache" / "fluxgate")) / "weights"
+    return cache_dir() / "weights"
+
+
+def lpips_backbone(net: str) -> Path:
+    """The checkpoint of LPIPS's backbone NET (its linear layers ship with the lpips package)."""
+    if net not in LPIPS_BACKBONES:
+        raise ValueError(f"lpips_net={net!r}: must be one of {', '.join(LPIPS_BACKBONES)}")
+    return checkpoint("lpips", LPIPS_BACKBONES[net])
 
 
 def checkpoint(metric: str, filename: str) -> Path:

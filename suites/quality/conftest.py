@@ -12,7 +12,6 @@ import pytest
 @dataclass
 class Pairs:
     prompts: list[str]
-    categories: list[str]
     ours: np.ndarray    # uint8 (N, H, W, 3): the target's image for each prompt
     theirs: np.ndarray  # the reference's, for the same requests
 
@@ -21,8 +20,8 @@ class Pairs:
 def pairs(target, _oracle, prompt_set, make_request, profile) -> Pairs:
     """One image per prompt from the target and from the reference, for the profile's first quality_prompts
     prompts of the set. A prompt's seed comes from its text, so its images are the same in any set, and runs
-    over shards of a set draw the images of one run over the whole. The reference's renderer, if a miss started one, is closed before the
-    tests run."""
+    over shards of a set draw the images of one run over the whole. The reference's renderer, if a miss
+    started one, is closed before the tests run."""
     chosen = prompt_set[: profile.get("quality_prompts")]
     ours, theirs = [], []
     try:
@@ -32,4 +31,4 @@ def pairs(target, _oracle, prompt_set, make_request, profile) -> Pairs:
             theirs.append(_oracle.generate(request).images[0])
     finally:
         _oracle.close()
-    return Pairs([p.text for p in chosen], [p.category for p in chosen], np.stack(ours), np.stack(theirs))
+    return Pairs([p.text for p in chosen], np.stack(ours), np.stack(theirs))

@@ -21,9 +21,9 @@ def loaded(metrics: set[str], profile, build):
     try:
         return build()
     except Missing as e:
-        if metrics & set(profile.require):
-            pytest.fail(f"profile {profile.name} requires {', '.join(sorted(metrics & set(profile.require)))}: {e}",
-                        pytrace=False)
+        required = sorted(metrics & set(profile.require))
+        if required:
+            pytest.fail(f"profile {profile.name} requires {', '.join(required)}: {e}", pytrace=False)
         pytest.skip(str(e))
 
 
@@ -44,6 +44,12 @@ def clip(profile):
 
 
 @pytest.fixture(scope="module")
+def embeddings(clip, pairs) -> tuple[np.ndarray, np.ndarray]:
+    """CLIP's embeddings of the target's images and of the reference's, for CLIP score and CMMD alike."""
+    return clip.images(pairs.ours), clip.images(pairs.theirs)
+
+
+@pytest.fixture(scope="module")
 def inception(profile):
     from harness.metrics.distribution import Inception
 
@@ -56,21 +62,21 @@ def test_lpips_against_the_reference(lpips, pairs, recorder):
     recorder.note(f"LPIPS ({lpips.net}) over {len(d)} prompts")
 
 
-def test_clip_score(clip, pairs, recorder):
+def test_clip_score(clip, pairs, embeddings, recorder):
     from harness.metrics.semantic import score
 
     texts = clip.texts(pairs.prompts)
-    ours, theirs = clip.images(pairs.ours), clip.images(pairs.theirs)
+    ours, theirs = embeddings
     mine, reference = score(ours, texts), score(theirs, texts)
     recorder.metric("clip_score", float(mine.mean()), better="higher")
     recorder.metric("clip_score.reference", float(reference.mean()))
     recorder.metric("clip_score.delta", float((mine - reference).mean()), better="higher")
 
 
-def test_cmmd_between_the_image_sets(clip, pairs, recorder):
+def test_cmmd_between_the_image_sets(embeddings, recorder):
     from harness.metrics.distribution import cmmd
 
-    ours, theirs = clip.images(pairs.ours), clip.images(pairs.theirs)
+    ours, theirs = embeddings
     recorder.metric("quality.cmmd", cmmd(ours, theirs), better="lower")
     recorder.artifact("clip-embeddings.npz", npz(target=ours, reference=theirs))  # shards merge by concatenation
 

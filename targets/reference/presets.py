@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.cache import cache_dir
 from targets.reference.model import FluxParams
 
 VERSION = 2  # part of the cache path: bump it when what a preset builds changes
@@ -50,10 +51,6 @@ PRESETS: dict[str, Tiny] = {
     "tiny-dev": Tiny(guidance=True),
     "tiny-schnell": Tiny(guidance=False),
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("FLUXGATE_CACHE", Path.home() / ".cache" / "fluxgate"))
 
 
 def ensure(name: str) -> Path:
