@@ -177,4 +177,7 @@ class Isolated(Target):
 
 
 if __name__ == "__main__":
+    from harness import exit
+
     serve(Connection(int(sys.argv[1])))
+    exit.now(0)

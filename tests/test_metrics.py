@@ -127,27 +127,50 @@ def test_a_missing_weight_names_every_file_looked_for(tmp_path, monkeypatch):
         LPIPS("squeezy")
 
 
-def learned(tmp_path: Path, clip: str, pretrained: str = "", require: str = "") -> str:
-    """The self-test profile with the learned metrics' settings (and REQUIRE, a TOML list), over 4 prompts:
-    FID needs 2 a set, and the shards test splits them in two."""
+def learned(tmp_path: Path, clip: str, pretrained: str = "", require: str = "", thresholds: str = "") -> str:
+    """The self-test profile with the learned metrics' settings (and REQUIRE, a TOML list; THRESHOLDS, TOML
+    lines), over 4 prompts: FID needs 2 a set, and the shards test splits them in two."""
     path = tmp_path / "learned.toml"
     path.write_text(f'name = "learned"\nextends = "{SELFTEST}"\n{f"require = {require}" if require else ""}\n'
-                    f'[settings]\nclip_model = "{clip}"\nclip_pretrained = "{pretrained}"\nquality_prompts = 4\n')
+                    f'[settings]\nclip_model = "{clip}"\nclip_pretrained = "{pretrained}"\nquality_prompts = 4\n'
+                    f'[thresholds]\n{thresholds}')
     return str(path)
 
 
-def test_the_quality_suite_records_every_learned_metric(weights, tmp_path):
-    code, output, report = run_suites("--category", "quality", "-k", "learned", "--profile", learned(tmp_path, weights),
-                                      out=tmp_path / "run")
+FLOOR_GATES = "".join(f'"quality.{m}.over_floor" = {{ max = 3 }}\n' for m in ("lpips", "fid", "cmmd"))
+
+
+def test_the_quality_suite_records_every_learned_metric_and_gates_on_the_floor(weights, tmp_path):
+    profile = learned(tmp_path, weights, thresholds=FLOOR_GATES)
+    args = ("--category", "quality", "-k", "learned", "--profile", profile)
+    code, output, report = run_suites(*args, out=tmp_path / "run")
     assert code == 0, output[-3000:]
     found = {m["name"]: m for t in report["tests"] for m in t["metrics"]}
     assert {"quality.lpips.mean", "quality.lpips.max", "clip_score", "clip_score.reference", "clip_score.delta",
             "quality.cmmd", "quality.fid"} <= set(found)
     assert 0 <= found["quality.lpips.mean"]["value"] <= found["quality.lpips.max"]["value"]
     assert 0 <= found["clip_score"]["value"] <= 100
+    assert found["quality.lpips.floor"]["value"] == 0  # fp32 on a CPU: a batch of two draws each image exactly
+    for metric in ("lpips", "fid", "cmmd"):  # the pipeline draws the reference's images: no distance at all
+        assert found[f"quality.{metric}.over_floor"]["verdict"] == "pass"
     fid_test = next(t for t in report["tests"] if "test_fid" in t["nodeid"])
     kept = np.load(next(tmp_path.glob("run/*")) / fid_test["artifacts"][0]["path"])
-    assert kept["target"].shape == kept["reference"].shape == (4, 64)  # four prompts, 64 features
+    assert kept["target"].shape == kept["reference"].shape == kept["floor"].shape == (4, 64)  # 4 prompts
+
+    code, output, report = run_suites(*args, "--target", "tests.fakes:Flawed:colour_shift=40", out=tmp_path / "red")
+    assert code == 1, output[-3000:]
+    found = {m["name"]: m for t in report["tests"] for m in t["metrics"]}
+    for metric in ("lpips", "fid", "cmmd"):  # a red cast moves every image one way: a shift of the distribution
+        assert found[f"quality.{metric}.over_floor"]["verdict"] == "fail", found[f"quality.{metric}.over_floor"]
+
+
+def test_a_distance_is_read_against_its_floor():
+    from harness.metrics.floor import RESOLUTION, over
+
+    assert over(0.3, 0.1) == pytest.approx(3)
+    assert over(2e-4, -1e-4) == pytest.approx(2)     # an unbiased floor below 0: its size is the noise
+    assert over(0.0, 0.0) == 0                       # an exact target against an exact floor
+    assert over(1e-4, 0.0) == pytest.approx(1e-4 / RESOLUTION)   # any distance where the floor is exact: far over
 
 
 def test_without_weights_each_learned_metric_skips_naming_its_file_unless_required(tmp_path, monkeypatch):
@@ -209,6 +232,7 @@ def test_runs_over_shards_of_a_prompt_set_merge_into_the_whole_sets_fid_and_cmmd
     whole = runs["whole"][1]
     assert merged["quality.fid"] == pytest.approx(whole["quality.fid"], rel=1e-5)   # printed to 6 digits
     assert merged["quality.cmmd"] == pytest.approx(whole["quality.cmmd"], rel=1e-5, abs=1e-9)
+    assert merged["quality.fid.floor"] == pytest.approx(whole["quality.fid.floor"], rel=1e-5, abs=1e-9)
     assert "over 4 images (2 + 2 from 2 runs)" in output
     shards = [runs[n][1]["quality.fid"] for n in ("first", "second")]
     assert abs(np.mean(shards) - whole["quality.fid"]) > 0.01 * whole["quality.fid"]  # what merging is not

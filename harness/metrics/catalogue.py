@@ -32,6 +32,12 @@ def _percentiles(prefix: str, doc: str, absolute: float = 0.002) -> list[Definit
     return [Definition(f"{prefix}.{p}", "s", "lower", absolute, f"{doc}, {p}") for p in ("p50", "p95", "p99")]
 
 
+def _floor(metric: str) -> list[Definition]:
+    return [Definition(f"{metric}.floor", "", None, doc=f"{metric} between the reference's images and the same "
+                       "images rendered as the first of a batch of two: the noise floor (metrics/floor.py)"),
+            Definition(f"{metric}.over_floor", "x", "lower", 0.5, f"{metric} as a multiple of its floor")]
+
+
 LEVELS = 1.0  # one uint8 level: rounding alone can move an image this much
 
 MEMORY_PEAKS = [
@@ -103,6 +109,7 @@ QUALITY = [
                "sets (CLIP embeddings, Gaussian kernel, unbiased: about 0 for one distribution)"),
     Definition("quality.fid", "", "lower", 1.0, "FID between the target's and the reference's image sets "
                "(InceptionV3 pool features; biased upwards at small sets: compare with a baseline)"),
+    *[d for name in ("quality.lpips", "quality.cmmd", "quality.fid") for d in _floor(name)],
 ]
 
 UNIT = [

@@ -44,9 +44,9 @@ def clip(profile):
 
 
 @pytest.fixture(scope="module")
-def embeddings(clip, pairs) -> tuple[np.ndarray, np.ndarray]:
-    """CLIP's embeddings of the target's images and of the reference's, for CLIP score and CMMD alike."""
-    return clip.images(pairs.ours), clip.images(pairs.theirs)
+def embeddings(clip, pairs) -> dict[str, np.ndarray]:
+    """CLIP's embeddings of the target's images, the reference's and the floor's, for CLIP score and CMMD."""
+    return sets(clip.images, pairs)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,9 @@ def inception(profile):
 
 
 def test_lpips_against_the_reference(lpips, pairs, recorder):
-    d = lpips(pairs.ours, pairs.theirs)
+    d, floor = lpips(pairs.ours, pairs.theirs), lpips(pairs.floor, pairs.theirs)
     recorder.metrics("quality.lpips", {"mean": float(d.mean()), "max": float(d.max())}, better="lower")
+    against_floor(recorder, "quality.lpips", float(d.mean()), float(floor.mean()))
     recorder.note(f"LPIPS ({lpips.net}) over {len(d)} prompts")
 
 
@@ -66,8 +67,7 @@ def test_clip_score(clip, pairs, embeddings, recorder):
     from harness.metrics.semantic import score
 
     texts = clip.texts(pairs.prompts)
-    ours, theirs = embeddings
-    mine, reference = score(ours, texts), score(theirs, texts)
+    mine, reference = score(embeddings["target"], texts), score(embeddings["reference"], texts)
     recorder.metric("clip_score", float(mine.mean()), better="higher")
     recorder.metric("clip_score.reference", float(reference.mean()))
     recorder.metric("clip_score.delta", float((mine - reference).mean()), better="higher")
@@ -76,20 +76,38 @@ def test_clip_score(clip, pairs, embeddings, recorder):
 def test_cmmd_between_the_image_sets(embeddings, recorder):
     from harness.metrics.distribution import cmmd
 
-    ours, theirs = embeddings
-    recorder.metric("quality.cmmd", cmmd(ours, theirs), better="lower")
-    recorder.artifact("clip-embeddings.npz", npz(target=ours, reference=theirs))  # shards merge by concatenation
+    between(recorder, "quality.cmmd", cmmd, embeddings)
+    recorder.artifact("clip-embeddings.npz", npz(embeddings))  # shards merge by concatenation
 
 
 def test_fid_between_the_image_sets(inception, pairs, recorder):
     from harness.metrics.distribution import fid
 
-    ours, theirs = inception(pairs.ours), inception(pairs.theirs)
-    recorder.metric("quality.fid", fid(ours, theirs), better="lower")
-    recorder.artifact("inception-features.npz", npz(target=ours, reference=theirs))  # shards merge by concatenation
+    features = sets(inception, pairs)
+    between(recorder, "quality.fid", fid, features)
+    recorder.artifact("inception-features.npz", npz(features))  # shards merge by concatenation
 
 
-def npz(**arrays: np.ndarray) -> bytes:
+def sets(embed, pairs) -> dict[str, np.ndarray]:
+    """EMBED of each image set: the target's, the reference's, the floor's (the names shards.py reads)."""
+    return {"target": embed(pairs.ours), "reference": embed(pairs.theirs), "floor": embed(pairs.floor)}
+
+
+def between(recorder, name: str, distance, features: dict[str, np.ndarray]) -> None:
+    """NAME, the DISTANCE between the target's set and the reference's, and against the floor's."""
+    value = distance(features["target"], features["reference"])
+    recorder.metric(name, value, better="lower")
+    against_floor(recorder, name, value, distance(features["floor"], features["reference"]))
+
+
+def against_floor(recorder, name: str, value: float, floor: float) -> None:
+    from harness.metrics.floor import over
+
+    recorder.metric(f"{name}.floor", floor)
+    recorder.metric(f"{name}.over_floor", over(value, floor), "x", better="lower")
+
+
+def npz(arrays: dict[str, np.ndarray]) -> bytes:
     out = io.BytesIO()
     np.savez(out, **arrays)
     return out.getvalue()
