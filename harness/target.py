@@ -175,6 +175,7 @@ DEFAULT = "pipeline:preset=tiny-dev"  # the embedded default: diffusers' FluxPip
 TARGETS: dict[str, type[Target] | str] = {
     "reference": "targets.reference:ReferenceTarget",
     "pipeline": "targets.pipeline:PipelineTarget",
+    "optimized": "targets.optimized:OptimizedTarget",
     "http": "targets.http:HttpTarget",
     "https": "targets.http:HttpTarget",
     "modal": "targets.modal:ModalTarget",
@@ -232,14 +233,25 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     return head.strip(), options
 
 
+def option_names(cls: type[Target]) -> tuple[list[str], bool]:
+    """The options CLS's constructor takes, its own and, where it passes **options on, its bases'; and whether
+    it takes any name at all (a constructor that ends in **options with no base to name them)."""
+    known: list[str] = []
+    for c in (c for c in cls.__mro__ if "__init__" in c.__dict__ and c is not object):
+        params = list(inspect.signature(c.__init__).parameters.values())[1:]  # after self
+        known += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return known, False
+    return known, True
+
+
 def make_target(spec: str) -> Target:
     """The target a SPEC names, constructed (not started); unknown names and options are ValueErrors."""
     name, options = parse_spec(spec)
     cls = get_target_class(name)
-    params = inspect.signature(cls).parameters.values()
-    known = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    known, open_ended = option_names(cls)
     unknown = sorted(set(options) - set(known))
-    if unknown and not any(p.kind == p.VAR_KEYWORD for p in params):
+    if unknown and not open_ended:
         raise ValueError(f"target {name!r} has no option {unknown[0]!r} (options: {', '.join(known) or 'none'})")
     target = cls(**options)
     target.spec = spec

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from harness.types import TargetError, Unavailable
+from targets.optimized import OptimizedTarget
 from targets.reference import ReferenceTarget
 
 
@@ -59,3 +60,10 @@ class Flawed(ReferenceTarget):
         images[..., 0] += self.colour_shift
         result.images = images.clip(0, 255).round().astype(np.uint8)
         return result
+
+
+class Unapplied(OptimizedTarget):
+    """The optimized target that takes its options and applies none of them: its evidence says so."""
+
+    def apply(self) -> None:
+        pass

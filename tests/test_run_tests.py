@@ -36,7 +36,7 @@ def test_the_default_run_is_a_real_comparison_and_passes(tmp_path):
     assert equivalence["equivalence.max_abs_diff"]["verdict"] == "pass"
     assert equivalence["equivalence.channel_shift"]["threshold"] == {"max": 0.01}
     assert all(t["outcome"] != "skipped" for t in tests.values() if t["category"] in ("unit", "quality")
-               and "learned_metrics" not in t["nodeid"])
+               and not any(part in t["nodeid"] for part in ("learned_metrics", "optimizations")))
     # every metric a suite recorded is in the catalogue, and every threshold of cpu-tiny gated something
     from harness.metrics import catalogue
 

@@ -1,0 +1,196 @@
+"""diffusers' FluxPipeline with seed 000's optimizations, each an option of the SPEC and off by default:
+
+    optimized:preset=tiny-dev,quantize=int8wo,fuse_qkv=1,channels_last=1,scheduler=dpm++,steps=14,cache=0.1
+
+Every option is applied by the library that has it (torchao, diffusers, torch), never by code of our own. One
+that cannot run here (fp8 on a CPU, a CUDA attention kernel without CUDA, flash-attn not installed) refuses to
+start, naming the option and the reason; a value that names nothing is a usage error. describe() gives, for
+each option, the evidence that it took effect, and each result's info what it did to that request.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.types import GenerationRequest, GenerationResult, Unavailable
+from targets.pipeline import PipelineTarget
+
+QUANTIZE = {  # option -> torchao config: weights (and activations) of the transformer's Linear layers
+    "int8wo": "Int8WeightOnlyConfig",                   # int8 weights, bf16/fp32 activations: half the memory
+    "int8dq": "Int8DynamicActivationInt8WeightConfig",  # int8 weights and activations, scaled per token
+    "fp8": "Float8DynamicActivationFloat8WeightConfig", # float8 both: Ada and Hopper tensor cores (sm 8.9+)
+}
+ATTENTION = {  # option -> diffusers' attention backend, and what it needs
+    "sdpa": ("native", None),                  # torch picks the kernel
+    "math": ("_native_math", None),            # SDPA's reference kernel: the lossless baseline
+    "flash": ("_native_flash", None),          # SDPA's FlashAttention (a CPU kernel too)
+    "efficient": ("_native_efficient", "cuda"),  # SDPA's memory-efficient kernel
+    "cudnn": ("_native_cudnn", "cuda"),        # cuDNN's fused attention
+    "flash-attn": ("flash", "flash_attn"),     # the flash-attn package (the `gpu` extra)
+}
+SCHEDULERS = ("dpm++",)
+
+
+@dataclass(frozen=True)
+class Options:
+    quantize: str = ""           # QUANTIZE's keys: torchao on the transformer's Linear layers
+    attention: str = ""          # ATTENTION's keys: the kernel every attention layer dispatches to
+    fuse_qkv: bool = False       # q, k and v as one Linear (diffusers' fuse_qkv_projections): one matmul for three
+    channels_last: bool = False  # the VAE's tensors in NHWC, the layout cuDNN's convolutions are fastest in
+    scheduler: str = ""          # dpm++: DPM-Solver++ (2nd order) in flow-matching mode, FLUX's shift kept
+    steps: int = 0               # every request runs this many steps, whatever it asks (seed 000: 14 for 28)
+    cache: float = 0.0           # first-block cache: a step whose first block moves less than this (relative
+                                 # mean) reuses the other blocks' last output (diffusers' FirstBlockCacheConfig)
+
+    @classmethod
+    def parse(cls, given: dict[str, str]) -> Options:
+        """Options from the SPEC's strings; a ValueError names the option, the value and what it may be."""
+        def flag(name: str) -> bool:
+            value = given.get(name, "0")
+            if value not in ("0", "1", "true", "false"):
+                raise ValueError(f"{name}={value!r}: must be 1 or 0")
+            return value in ("1", "true")
+
+        def number(name: str, kind: type, low: float, what: str):
+            try:
+                value = kind(given.get(name, 0))
+            except ValueError:
+                value = None
+            if value is None or not (value == 0 or value >= low):
+                raise ValueError(f"{name}={given[name]!r}: must be 0 (off) or {what} of at least {low:g}")
+            return value
+
+        options = cls(quantize=given.get("quantize", ""), attention=given.get("attention", ""),
+                      fuse_qkv=flag("fuse_qkv"), channels_last=flag("channels_last"),
+                      scheduler=given.get("scheduler", ""), steps=number("steps", int, 1, "a whole number"),
+                      cache=number("cache", float, 1e-6, "a number"))
+        for name, known in (("quantize", QUANTIZE), ("attention", ATTENTION), ("scheduler", SCHEDULERS)):
+            value = getattr(options, name)
+            if value and value not in known:
+                raise ValueError(f"{name}={value!r}: must be one of {', '.join(known)}")
+        return options
+
+
+class OptimizedTarget(PipelineTarget):
+    name = "optimized"
+
+    def __init__(self, quantize: str = "", attention: str = "", fuse_qkv: str = "0", channels_last: str = "0",
+                 scheduler: str = "", steps: str = "0", cache: str = "0", **options):
+        super().__init__(**options)
+        self.options = Options.parse({"quantize": quantize, "attention": attention, "fuse_qkv": fuse_qkv,
+                                      "channels_last": channels_last, "scheduler": scheduler, "steps": steps,
+                                      "cache": cache})
+        self.evidence: dict[str, dict[str, Any]] = {}  # read from the modules once the options are applied
+        self.computed = 0  # full passes through the transformer's last block in the request running
+
+    def start(self) -> None:
+        self.refuse_what_cannot_run()
+        super().start()
+        self.apply()
+        self.evidence = evidence(self.pipe, self.options)
+        # the last block's output layer runs only when the block itself does: a step the cache skipped calls
+        # the block (its hook answers) but not its layers
+        last = self.pipe.transformer.single_transformer_blocks[-1].proj_out
+        last.register_forward_hook(lambda *_: setattr(self, "computed", self.computed + 1))
+
+    def apply(self) -> None:
+        """Each option asked for, by the library that has it."""
+        o, transformer = self.options, self.pipe.transformer
+        if o.fuse_qkv:
+            transformer.fuse_qkv_projections()
+        if o.quantize:
+            import torchao.quantization as tq
+
+            tq.quantize_(transformer, getattr(tq, QUANTIZE[o.quantize])())
+        if o.attention:
+            from diffusers.models.attention_dispatch import _AttentionBackendRegistry as registry
+
+            default = registry.get_active_backend()[0]
+            transformer.set_attention_backend(ATTENTION[o.attention][0])  # on each of its attention processors,
+            registry.set_active_backend(default)  # and as the process's default: other pipelines here keep theirs
+        if o.channels_last:
+            self.pipe.vae.to(memory_format=torch.channels_last)
+        if o.scheduler:
+            from diffusers import DPMSolverMultistepScheduler
+
+            self.pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+                self.pipe.scheduler.config, algorithm_type="dpmsolver++", solver_order=2,
+                prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True,
+                time_shift_type="exponential")
+        if o.cache:
+            from diffusers.hooks import FirstBlockCacheConfig
+
+            transformer.enable_cache(FirstBlockCacheConfig(threshold=o.cache))
+
+    def refuse_what_cannot_run(self) -> None:
+        """Unavailable naming the option, where this host cannot run it."""
+        o, cuda = self.options, self.device.type == "cuda"
+        if o.quantize == "fp8":
+            if not cuda:
+                raise Unavailable(f"quantize=fp8: float8 matmuls need a CUDA GPU; the device is {self.device}")
+            capability = torch.cuda.get_device_capability(self.device)
+            if capability < (8, 9):
+                raise Unavailable(f"quantize=fp8: needs compute capability 8.9 or more (Ada, Hopper); "
+                                  f"{torch.cuda.get_device_name(self.device)} has {capability[0]}.{capability[1]}")
+        if o.attention:
+            needs = ATTENTION[o.attention][1]
+            if needs == "cuda" and not cuda:
+                raise Unavailable(f"attention={o.attention}: a CUDA kernel; the device is {self.device}")
+            if needs == "flash_attn" and (not cuda or importlib.util.find_spec("flash_attn") is None):
+                raise Unavailable(f"attention={o.attention}: needs the flash-attn package (pip install "
+                                  f"'fluxgate[gpu]') and a CUDA device; the device is {self.device}")
+
+    def run(self, request: GenerationRequest, output_type: str):
+        if self.options.steps:
+            request = dataclasses.replace(request, num_inference_steps=self.options.steps)
+        return super().run(request, output_type)
+
+    def render(self, request: GenerationRequest) -> GenerationResult:
+        self.computed = 0
+        result = super().render(request)
+        steps = self.options.steps or request.num_inference_steps
+        result.info.update(steps=steps, full_steps=self.computed, sigmas=self.pipe.scheduler.sigmas.tolist())
+        return result
+
+    def describe(self) -> dict:
+        return {**super().describe(), "options": dataclasses.asdict(self.options), "evidence": self.evidence}
+
+
+def evidence(pipe, options: Options) -> dict[str, dict[str, Any]]:
+    """For each option asked for (but steps, which each result's info shows), how many of the modules it is
+    for now have it ("applied" of "of"), read from the modules, not from what was done to them: the unit suite
+    checks that each option took effect on every one."""
+    transformer, found = pipe.transformer, {}
+    if options.fuse_qkv:
+        attention = [m for m in transformer.modules() if hasattr(m, "fused_projections")]
+        found["fuse_qkv"] = {"applied": sum(bool(m.fused_projections) for m in attention), "of": len(attention)}
+    if options.quantize:
+        linear = [m for m in transformer.modules() if isinstance(m, torch.nn.Linear)]
+        kinds = Counter(type(m.weight).__name__ for m in linear if type(m.weight) is not torch.nn.Parameter)
+        found["quantize"] = {"applied": sum(kinds.values()), "of": len(linear), "config": QUANTIZE[options.quantize],
+                             "weights": dict(kinds)}  # torchao's tensor subclasses in place of Parameters
+    if options.attention:
+        backend = ATTENTION[options.attention][0]
+        processors = [m.processor for m in transformer.modules() if getattr(m, "processor", None) is not None]
+        chosen = [getattr(getattr(p, "_attention_backend", None), "value", None) for p in processors]
+        found["attention"] = {"applied": chosen.count(backend), "of": len(processors), "backend": backend}
+    if options.channels_last:
+        convs = [m for m in pipe.vae.modules()  # a 1x1 kernel is laid out alike either way
+                 if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+        found["channels_last"] = {"applied": sum(m.weight.is_contiguous(memory_format=torch.channels_last)
+                                              for m in convs), "of": len(convs)}
+    if options.scheduler:
+        algorithm = pipe.scheduler.config.get("algorithm_type")
+        found["scheduler"] = {"applied": int(algorithm == "dpmsolver++"), "of": 1,
+                              "class": type(pipe.scheduler).__name__, "algorithm": algorithm}
+    if options.cache:
+        blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
+        hooked = [b for b in blocks if any(name.startswith("fbc_") for name in
+                                           getattr(getattr(b, "_diffusers_hook", None), "hooks", {}))]
+        found["cache"] = {"applied": len(hooked), "of": len(blocks), "threshold": options.cache}
+    return found

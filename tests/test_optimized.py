@@ -1,0 +1,96 @@
+"""The optimized target on tiny-dev (fp32, CPU): each option takes effect on every module it is for, the
+lossless ones draw the plain pipeline's images, the lossy ones stay within the tolerances the README states
+(measured beside them), the cache skips what its threshold lets it, and an option this host cannot run is
+refused at start, naming it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.target import make_target
+from harness.types import GenerationRequest, Unavailable
+from runs import run_suites
+
+REQUEST = GenerationRequest("a red fox in the snow", 64, 64, 4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def plain(started) -> np.ndarray:
+    return started("pipeline:preset=tiny-dev").generate(REQUEST).images.astype(int)
+
+
+def generate(options: str, request: GenerationRequest = REQUEST) -> tuple[dict, dict, np.ndarray]:
+    """(evidence, result info, images) of optimized:preset=tiny-dev,OPTIONS for REQUEST."""
+    with make_target(f"optimized:preset=tiny-dev,{options}") as target:
+        result = target.generate(request)
+        return target.describe()["evidence"], result.info, result.images.astype(int)
+
+
+@pytest.mark.parametrize("options,mean_levels,max_levels", [  # the README's tolerances; measured: 0, 0.35, 0.56
+    ("fuse_qkv=1,channels_last=1,attention=math", 0, 0),     # lossless: the same arithmetic, regrouped
+    ("quantize=int8wo", 1, 8),
+    ("quantize=int8dq", 1, 8),
+])
+def test_each_option_takes_effect_within_its_tolerance(plain, options, mean_levels, max_levels):
+    evidence, info, images = generate(options)
+    for name in (o.split("=")[0] for o in options.split(",")):
+        assert 0 < evidence[name]["applied"] == evidence[name]["of"], (name, evidence[name])
+    diff = np.abs(images - plain)
+    assert diff.mean() <= mean_levels and diff.max() <= max_levels, (diff.mean(), diff.max())
+    if "quantize" in options:
+        assert diff.max() > 0, "int8 weights drew the fp32 image to the bit: the quantized layers did not run"
+    if "attention" in options:  # the backend is the target's: other pipelines in this process keep the default
+        from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+        assert _AttentionBackendRegistry.get_active_backend()[0] == "native"
+
+
+def test_the_scheduler_swap_runs_its_own_steps(plain):
+    evidence, info, images = generate("scheduler=dpm++,steps=2")
+    assert evidence["scheduler"]["class"] == "DPMSolverMultistepScheduler"
+    assert info["steps"] == 2 and len(info["sigmas"]) == 3 and info["sigmas"][-1] == 0  # 2 steps, down to 0
+    assert info["full_steps"] == 2
+    # another trajectory to a like image: measured 10.5 levels from the plain 4 steps (another seed: about 60)
+    assert 0.5 < np.abs(images - plain).mean() < 30
+
+
+def test_the_first_block_cache_skips_the_steps_its_threshold_allows(plain):
+    request = GenerationRequest("a red fox in the snow", 64, 64, 8, seed=3)
+    _, strict, exact = generate("cache=0.05", request)
+    _, loose, cached = generate("cache=1", request)
+    assert strict["full_steps"] == 8 > loose["full_steps"] >= 1   # measured: 8 and 2
+    assert np.abs(cached - exact).mean() > 1, "the steps the cache skipped changed nothing"
+
+
+@pytest.mark.parametrize("options,error,message", [
+    ("quantize=fp8", Unavailable, "quantize=fp8: float8 matmuls need a CUDA GPU; the device is cpu"),
+    ("attention=cudnn", Unavailable, "attention=cudnn: a CUDA kernel; the device is cpu"),
+    ("attention=flash-attn", Unavailable, "attention=flash-attn: needs the flash-attn package"),
+    ("quantize=int4", ValueError, "quantize='int4': must be one of int8wo, int8dq, fp8"),
+    ("fuse_qkv=yes", ValueError, "fuse_qkv='yes': must be 1 or 0"),
+    ("steps=1.5", ValueError, "steps='1.5': must be 0 (off) or a whole number of at least 1"),
+    ("cache=-1", ValueError, "cache='-1': must be 0 (off) or a number of at least 1e-06"),
+    ("quantise=int8wo", ValueError, "target 'optimized' has no option 'quantise'"),
+])
+def test_what_cannot_run_here_is_refused_naming_the_option(options, error, message):
+    with pytest.raises(error) as refused:
+        make_target(f"optimized:preset=tiny-dev,{options}").start()
+    assert message in str(refused.value)
+
+
+def test_the_unit_suite_fails_an_option_that_did_not_take_effect(tmp_path):
+    args = ("--category", "unit", "-k", "optimizations")
+    options = "fuse_qkv=1,channels_last=1,quantize=int8wo,scheduler=dpm++,cache=0.1"
+    code, output, report = run_suites(*args, "--target", f"optimized:preset=tiny-dev,{options}", out=tmp_path / "ok")
+    assert code == 0 and report["tests"][0]["outcome"] == "passed", output[-3000:]
+    code, output, report = run_suites(*args, "--target", f"tests.fakes:Unapplied:preset=tiny-dev,{options}",
+                                      out=tmp_path / "unapplied")
+    assert code == 1, output[-3000:]
+    message = report["tests"][0]["message"]
+    for unapplied in ("fuse_qkv on 0 of 6", "quantize on 0 of 62", "channels_last on 0 of 42", "scheduler on 0 of 1",
+                      "cache on 0 of 6"):
+        assert unapplied in message, message
+    code, output, _ = run_suites(*args, "--target", "optimized:preset=tiny-dev,quantize=fp8", out=tmp_path / "fp8")
+    assert code == 3 and "quantize=fp8: float8 matmuls need a CUDA GPU" in output
+    code, output, _ = run_suites(*args, "--target", "optimized:preset=tiny-dev,quantize=int4", out=tmp_path / "int4")
+    assert code == 2 and "quantize='int4'" in output
