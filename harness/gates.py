@@ -19,7 +19,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from harness.metrics import catalogue
 from harness.metrics.catalogue import Definition
@@ -177,10 +177,11 @@ class Profile:
 def _check_type(where: str, key: str, value: Any) -> None:
     """A setting of the default's type (an int where a float is due is fine; a list's items too)."""
     default = getattr(Settings(), key)
+    item = get_args(get_type_hints(Settings)[key])  # a list's item type, for an empty default
 
     def fits(v: Any, like: Any) -> bool:
         if isinstance(like, list):
-            return isinstance(v, list) and all(fits(item, like[0]) for item in v)
+            return isinstance(v, list) and all(fits(x, like[0] if like else item[0]()) for x in v)
         kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
         return isinstance(v, kinds.get(type(like), (int, float))) and isinstance(v, bool) == isinstance(like, bool)
 

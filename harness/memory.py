@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import psutil
 
 
-def host_rss(include_children: bool = False) -> int:
-    """Resident bytes of this process (and, if asked, of its children: the oracle and the baseline target run
-    as children, and their memory is not the target's)."""
-    me = psutil.Process(os.getpid())
+def host_rss(include_children: bool = False, pid: int | None = None) -> int:
+    """Resident bytes of this process, or of process PID (and, if asked, of its children: the oracle and the
+    baseline target run as children, and their memory is not the target's)."""
+    me = psutil.Process(pid or os.getpid())
     procs = [me] + (me.children(recursive=True) if include_children else [])
     total = 0
     for p in procs:
@@ -90,6 +90,7 @@ class MemorySampler:
     """
     interval: float = 0.05
     gpu: int | None = None              # the GPU NVML reads (the target's); None: no device (a CPU target)
+    pid: int | None = None              # the process whose memory is sampled; None: this one
     samples: list[tuple[float, int, int | None]] = field(default_factory=list)  # (seconds, host, device)
 
     def __enter__(self) -> MemorySampler:
@@ -114,7 +115,7 @@ class MemorySampler:
 
     def _sample(self) -> None:
         device = _nvml_read(self._nvml, self.gpu)[0] if self._nvml else None
-        self.samples.append((time.perf_counter() - self.started, host_rss(), device))
+        self.samples.append((time.perf_counter() - self.started, host_rss(pid=self.pid), device))
 
     @property
     def peak_host(self) -> int:

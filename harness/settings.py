@@ -41,7 +41,10 @@ class Settings:
     scaling_steps: list[int] = field(default_factory=lambda: [1, 2, 4])
     scaling_batch: list[int] = field(default_factory=lambda: [1, 2, 4])
     scaling_runs: int = 2
-    speedup_runs: int = 5               # paired rounds against --baseline-target
+    speedup_runs: int = 5               # paired rounds against --baseline-target, and in each ablation row
+    # the ablation (an optimized target): rows of options, each against the plain pipeline on the same weights;
+    # empty: each of the target's options alone, then all of them together
+    ablation: list[str] = field(default_factory=list)
     cold_start_timeout: float = 600.0   # seconds for a fresh process to give its first image
     benchmark_rounds: int = 5
     # quality

@@ -30,6 +30,18 @@ def timed_generate(target: Target, request: GenerationRequest) -> GenerationResu
     return result
 
 
+def paired_ratios(target: Target, baseline: Target, request: GenerationRequest, rounds: int) -> list[float]:
+    """Baseline time / target time for REQUEST, ROUNDS times, after one warm-up each: each round times both
+    on the same request in alternating order, so drift in the machine affects both sides of a ratio alike."""
+    timed_generate(target, request), timed_generate(baseline, request)
+    ratios = []
+    for i in range(rounds):
+        pair = (target, baseline) if i % 2 == 0 else (baseline, target)
+        times = {t: timed_generate(t, request).timings["total"] for t in pair}
+        ratios.append(times[baseline] / times[target])
+    return ratios
+
+
 @dataclass(frozen=True)
 class LatencyStats:
     n: int

@@ -47,6 +47,14 @@ class Options:
     cache: float = 0.0           # first-block cache: a step whose first block moves less than this (relative
                                  # mean) reuses the other blocks' last output (diffusers' FirstBlockCacheConfig)
 
+    def spec(self) -> list[str]:
+        """The options set, as SPEC parts ("fuse_qkv=1"), in field order."""
+        parts = []
+        for name, value in dataclasses.asdict(self).items():
+            if value:
+                parts.append(f"{name}={int(value) if isinstance(value, bool) else value}")
+        return parts
+
     @classmethod
     def parse(cls, given: dict[str, str]) -> Options:
         """Options from the SPEC's strings; a ValueError names the option, the value and what it may be."""

@@ -9,7 +9,7 @@ import pytest
 
 from harness.target import make_target
 from harness.types import GenerationRequest, Unavailable
-from runs import run_suites
+from runs import SELFTEST, run_suites
 
 REQUEST = GenerationRequest("a red fox in the snow", 64, 64, 4, seed=3)
 
@@ -94,3 +94,41 @@ def test_the_unit_suite_fails_an_option_that_did_not_take_effect(tmp_path):
     assert code == 3 and "quantize=fp8: float8 matmuls need a CUDA GPU" in output
     code, output, _ = run_suites(*args, "--target", "optimized:preset=tiny-dev,quantize=int4", out=tmp_path / "int4")
     assert code == 2 and "quantize='int4'" in output
+
+
+@pytest.mark.slow  # three processes of their own
+def test_the_ablation_table_shows_each_row_and_fails_a_cache_pushed_too_far(tmp_path):
+    """Each row against the plain pipeline in processes of their own: speed-up with its samples, peak memory,
+    quality; a cache threshold far too high (5: every step after the first reuses it) fails the PSNR gate
+    that the exact cache (0.05: no step reused at 2 steps) passes."""
+    profile = tmp_path / "ablation.toml"
+    profile.write_text(f'name = "ablation"\nextends = "{SELFTEST}"\n[settings]\nablation = ["cache=0.05", "cache=5"]\n'
+                       '[thresholds]\n"ablation.*.psnr" = { min = 40 }\n')
+    code, output, report = run_suites("--category", "performance", "-k", "ablation", "--profile", str(profile),
+                                      "--target", "optimized:preset=tiny-dev,cache=0.05", out=tmp_path)
+    assert code == 1, output[-3000:]
+    found = {m["name"]: m for m in report["tests"][0]["metrics"]}
+    assert found["ablation.cache=0.05.psnr"]["verdict"] == "pass" and found["ablation.cache=0.05.psnr"]["value"] == 100
+    assert found["ablation.cache=5.psnr"]["verdict"] == "fail", found["ablation.cache=5.psnr"]
+    for row in ("cache=0.05", "cache=5"):
+        assert found[f"ablation.{row}.speedup"]["n"] == 3 and found[f"ablation.{row}.peak_host"]["value"] > 100
+    html = next(tmp_path.glob("*/report.html")).read_text()
+    table = html[html.index('<h2 id="ablation">'):html.index("</table>", html.index('<h2 id="ablation">'))]
+    assert table.count("<tr>") == 3 and "cache=5" in table and 'class="tag fail"' in table
+
+
+def test_the_ablation_rows_are_the_targets_options_alone_then_together():
+    from suites.performance.test_ablation import rows_of
+
+    class Profile:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def get(self, key):
+            return self.rows
+
+    target = make_target("optimized:preset=tiny-dev,quantize=int8wo,fuse_qkv=1,cache=0.1")
+    assert rows_of(target, Profile([])) == ["quantize=int8wo", "fuse_qkv=1", "cache=0.1",
+                                            "quantize=int8wo,fuse_qkv=1,cache=0.1"]
+    assert rows_of(make_target("optimized:preset=tiny-dev,fuse_qkv=1"), Profile([])) == ["fuse_qkv=1"]
+    assert rows_of(target, Profile(["steps=2"])) == ["steps=2"]

@@ -64,6 +64,12 @@ PERFORMANCE = [
     Definition("memory.gpu_peak", "MiB", "lower", 16, "torch's peak allocation on the target's own device"),
     Definition("memory.per_extra_image", "MiB", "lower", 16, "peak growth from 1 to 2 images per request"),
     Definition("speedup", "x", "higher", 0.02, "median of paired ratios, baseline target time / target time"),
+    Definition("ablation.*.speedup", "x", "higher", 0.02, "an ablation row (an optimized target's options) "
+               "against the plain pipeline on the same weights: median of paired ratios"),
+    Definition("ablation.*.peak_host", "MiB", "lower", 16, "resident memory of the row's process"),
+    Definition("ablation.*.psnr", "dB", "higher", 0.5, "the row's image against the plain pipeline's"),
+    Definition("ablation.*.mean_abs_diff", "levels", "lower", 0.1, "the row's image against the plain "
+               "pipeline's"),
     Definition("benchmark.median", "s", None, doc="pytest-benchmark's median"),
     Definition("benchmark.iqr", "s", None, doc="pytest-benchmark's interquartile range"),
 ]

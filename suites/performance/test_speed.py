@@ -11,7 +11,7 @@ from harness.coldstart import cold_start
 from harness.load import closed_loop
 from harness.memory import MemorySampler, cuda_peak, gpu_index
 from harness.stats import quantile
-from harness.timing import timed_generate
+from harness.timing import paired_ratios, timed_generate
 
 
 def median_latency(target, request, runs: int) -> float:
@@ -117,16 +117,10 @@ def test_peak_memory(target, make_request, profile, recorder):
 
 
 def test_speedup_over_baseline_target(target, baseline_target, make_request, profile, recorder):
-    """The median of paired ratios, with its order-statistic interval: each round times both targets on the
-    same request, in alternating order, so drift in the machine affects both sides of a ratio alike. The
+    """The median of paired ratios (harness.timing.paired_ratios), with its order-statistic interval. The
     baseline target runs in a process of its own and times itself there."""
     request = make_request("a red vintage car on a rainy street")
-    timed_generate(target, request), timed_generate(baseline_target, request)
-    ratios = []
-    for i in range(profile.get("speedup_runs")):
-        pair = (target, baseline_target) if i % 2 == 0 else (baseline_target, target)
-        times = {t: timed_generate(t, request).timings["total"] for t in pair}
-        ratios.append(times[baseline_target] / times[target])
+    ratios = paired_ratios(target, baseline_target, request, profile.get("speedup_runs"))
     recorder.estimate("speedup", quantile(ratios, 0.5), "x", better="higher")
     recorder.artifact("speedup-ratios", ratios)
 
