@@ -161,8 +161,8 @@ class OptimizedTarget(PipelineTarget):
     def render(self, request: GenerationRequest) -> GenerationResult:
         self.computed = 0
         result = super().render(request)
-        steps = self.options.steps or request.num_inference_steps
-        result.info.update(steps=steps, full_steps=self.computed, sigmas=self.pipe.scheduler.sigmas.tolist())
+        scheduler = self.pipe.scheduler  # what this request ran, read from the scheduler, as the evidence is
+        result.info.update(steps=len(scheduler.timesteps), full_steps=self.computed, sigmas=scheduler.sigmas.tolist())
         return result
 
     def describe(self) -> dict:

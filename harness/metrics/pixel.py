@@ -49,4 +49,5 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
     _check(a, b)
     kernel = min(11, (min(a.shape[1:3]) // 2) * 2 - 1)
-    return float(structural_similarity_index_measure(nchw(a).double(), nchw(b).double(), data_range=255.0, kernel_size=kernel))
+    return float(structural_similarity_index_measure(nchw(a).double(), nchw(b).double(), data_range=255.0,
+                                                     kernel_size=kernel))

@@ -40,12 +40,13 @@ def test_ablation(target, make_request, profile, recorder):
             with Isolated(f"optimized:{same},{row}") as optimized, MemorySampler(pid=optimized.pid) as memory:
                 ratios = paired_ratios(optimized, plain, request, rounds)
                 images = optimized.generate(request).images
+            peak = memory.peak_host / MIB
             speedup = recorder.estimate(f"ablation.{row}.speedup", quantile(ratios, 0.5), "x", better="higher")
             quality = {"psnr": psnr(images, reference), "mean_abs_diff": mean_abs_diff(images, reference)}
-            recorder.metric(f"ablation.{row}.peak_host", memory.peak_host / MIB, "MiB", better="lower")
+            recorder.metric(f"ablation.{row}.peak_host", peak, "MiB", better="lower")
             recorder.metric(f"ablation.{row}.psnr", quality["psnr"], "dB", better="higher")
             recorder.metric(f"ablation.{row}.mean_abs_diff", quality["mean_abs_diff"], "levels", better="lower")
             table.append({"row": row, "speedup": speedup.value, "interval": speedup.interval, "n": len(ratios),
-                          "iqr": np.percentile(ratios, [25, 75]).tolist(), "peak_host_mib": memory.peak_host / MIB,
+                          "iqr": np.percentile(ratios, [25, 75]).tolist(), "peak_host_mib": peak,
                           **quality, "ratios": ratios})
     recorder.artifact("ablation.json", table)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.metrics.floor import over
 from harness.metrics.weights import Missing
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # after the performance suite: its peaks are measured
@@ -101,8 +102,6 @@ def between(recorder, name: str, distance, features: dict[str, np.ndarray]) -> N
 
 
 def against_floor(recorder, name: str, value: float, floor: float) -> None:
-    from harness.metrics.floor import over
-
     recorder.metric(f"{name}.floor", floor)
     recorder.metric(f"{name}.over_floor", over(value, floor), "x", better="lower")
 
