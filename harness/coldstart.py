@@ -21,17 +21,20 @@ from harness.types import GenerationRequest  # noqa: E402  (dataclasses and nump
 TAG = "FLUXGATE-COLDSTART "  # marks the child's answer among whatever libraries print
 
 
-def cold_start(spec: str, request: GenerationRequest, timeout: float = 600) -> dict[str, float]:
+def cold_start(spec: str, request: GenerationRequest, timeout: float = 600,
+               env: dict[str, str] | None = None) -> dict[str, float]:
     """Seconds per phase ("interpreter", "imports", "device", "load", "first_request") and "total", spawn to
     the first image. "imports" is torch, the harness and the target's module; what a target imports as it
-    starts (diffusers, for the pipeline) counts in "load". RuntimeError with the child's last stderr lines if it fails or takes over `timeout` s."""
+    starts (diffusers, for the pipeline) counts in "load". `env` adds to the child's environment. RuntimeError
+    with the child's last stderr lines if it fails or takes over `timeout` s."""
     from harness.isolated import child_env  # imported here: the child's clock starts before it would be
 
     # the parent's path, so "mypkg.targets:MyTarget" imports there as here
     job = json.dumps({"spec": spec, "request": dataclasses.asdict(request), "path": sys.path})
     command = [sys.executable, "-m", "harness.coldstart", repr(time.time())]
     try:
-        done = subprocess.run(command, input=job, capture_output=True, text=True, env=child_env(), timeout=timeout)
+        done = subprocess.run(command, input=job, capture_output=True, text=True, env={**child_env(), **(env or {})},
+                              timeout=timeout)
     except subprocess.TimeoutExpired as timed_out:  # run() has killed it
         raise RuntimeError(f"cold start of {spec!r}: no image within {timeout} s, so the child was killed; "
                            f"its last stderr lines:\n{tail(timed_out.stderr)}") from None

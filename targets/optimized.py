@@ -1,6 +1,7 @@
 """diffusers' FluxPipeline with seed 000's optimizations, each an option of the SPEC and off by default:
 
     optimized:preset=tiny-dev,quantize=int8wo,fuse_qkv=1,channels_last=1,scheduler=dpm++,steps=14,cache=0.1
+    optimized:preset=tiny-dev,compile=default,regional=1,compile_cache=/var/cache/flux.megacache
 
 Every option is applied by the library that has it (torchao, diffusers, torch), never by code of our own. One
 that cannot run here (fp8 on a CPU, a CUDA attention kernel without CUDA, flash-attn not installed) refuses to
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +38,13 @@ ATTENTION = {  # option -> diffusers' attention backend, and what it needs
     "flash-attn": ("flash", "flash_attn"),     # the flash-attn package (the `gpu` extra)
 }
 SCHEDULERS = ("dpm++",)
+COMPILE = {  # torch.compile's modes -> whether they capture CUDA graphs (torch._inductor.list_mode_options)
+    "default": False,
+    "max-autotune-no-cudagraphs": False,  # Inductor tries several kernels per op and keeps the fastest
+    "reduce-overhead": True,              # CUDA graphs: a step's hundreds of launches replayed as one
+    "max-autotune": True,
+}
+MODIFIERS = {"regional": "compile", "compile_vae": "compile", "compile_cache": "compile"}  # option -> what it modifies
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,12 @@ class Options:
     steps: int = 0               # every request runs this many steps, whatever it asks (seed 000: 14 for 28)
     cache: float = 0.0           # first-block cache: a step whose first block moves less than this (relative
                                  # mean) reuses the other blocks' last output (diffusers' FirstBlockCacheConfig)
+    compile: str = ""            # COMPILE's keys: torch.compile of the transformer, in that mode
+    regional: bool = False       # compile each kind of repeated block once (diffusers' compile_repeated_blocks),
+                                 # not the whole transformer: the same kernels for a fraction of the compile time
+    compile_vae: bool = False    # the VAE's decoder compiled too
+    compile_cache: str = ""      # a file: torch.compiler's "mega-cache" of compiled artifacts, loaded at start
+                                 # where it exists and written after each request that compiled something
 
     def spec(self) -> list[str]:
         """The options set, as SPEC parts ("fuse_qkv=1"), in field order."""
@@ -54,6 +71,14 @@ class Options:
             if value:
                 parts.append(f"{name}={int(value) if isinstance(value, bool) else value}")
         return parts
+
+    def rows(self) -> list[str]:
+        """The ablation's rows: each option alone (with what modifies it: compile with its cache), then all of
+        them together where there are several."""
+        parts = dict(part.split("=", 1) for part in self.spec())
+        alone = [",".join(f"{name}={value}" for name, value in parts.items()
+                          if main in (name, MODIFIERS.get(name))) for main in parts if main not in MODIFIERS]
+        return alone + ([",".join(self.spec())] if len(alone) > 1 else [])
 
     @classmethod
     def parse(cls, given: dict[str, str]) -> Options:
@@ -76,11 +101,17 @@ class Options:
         options = cls(quantize=given.get("quantize", ""), attention=given.get("attention", ""),
                       fuse_qkv=flag("fuse_qkv"), channels_last=flag("channels_last"),
                       scheduler=given.get("scheduler", ""), steps=number("steps", int, 1, "a whole number"),
-                      cache=number("cache", float, 1e-6, "a number"))
-        for name, known in (("quantize", QUANTIZE), ("attention", ATTENTION), ("scheduler", SCHEDULERS)):
+                      cache=number("cache", float, 1e-6, "a number"), compile=given.get("compile", ""),
+                      regional=flag("regional"), compile_vae=flag("compile_vae"),
+                      compile_cache=given.get("compile_cache", ""))
+        for name, known in (("quantize", QUANTIZE), ("attention", ATTENTION), ("scheduler", SCHEDULERS),
+                            ("compile", COMPILE)):
             value = getattr(options, name)
             if value and value not in known:
                 raise ValueError(f"{name}={value!r}: must be one of {', '.join(known)}")
+        for name, main in MODIFIERS.items():
+            if getattr(options, name) and not getattr(options, main):
+                raise ValueError(f"{name}={given[name]!r}: modifies {main}, which is not set (add {main}=...)")
         return options
 
 
@@ -88,16 +119,20 @@ class OptimizedTarget(PipelineTarget):
     name = "optimized"
 
     def __init__(self, quantize: str = "", attention: str = "", fuse_qkv: str = "0", channels_last: str = "0",
-                 scheduler: str = "", steps: str = "0", cache: str = "0", **options):
+                 scheduler: str = "", steps: str = "0", cache: str = "0", compile: str = "", regional: str = "0",
+                 compile_vae: str = "0", compile_cache: str = "", **options):
         super().__init__(**options)
         self.options = Options.parse({"quantize": quantize, "attention": attention, "fuse_qkv": fuse_qkv,
                                       "channels_last": channels_last, "scheduler": scheduler, "steps": steps,
-                                      "cache": cache})
+                                      "cache": cache, "compile": compile, "regional": regional,
+                                      "compile_vae": compile_vae, "compile_cache": compile_cache})
         self.evidence: dict[str, dict[str, Any]] = {}  # read from the modules once the options are applied
         self.computed = 0  # full passes through the transformer's last block in the request running
+        self.cached = {"found": False, "loaded_bytes": 0, "saved_bytes": 0}  # the compile cache's file
 
     def start(self) -> None:
         self.refuse_what_cannot_run()
+        self.cached["found"] = bool(self.options.compile_cache) and Path(self.options.compile_cache).exists()
         super().start()
         self.apply()
         self.evidence = evidence(self.pipe, self.options)
@@ -134,6 +169,36 @@ class OptimizedTarget(PipelineTarget):
             from diffusers.hooks import FirstBlockCacheConfig
 
             transformer.enable_cache(FirstBlockCacheConfig(threshold=o.cache))
+        if o.compile:  # last: it compiles what the options above made of the modules, at their first call
+            self.load_compile_cache()
+            if o.regional:
+                transformer.compile_repeated_blocks(mode=o.compile)
+            else:
+                transformer.compile(mode=o.compile)
+            if o.compile_vae:
+                self.pipe.vae.decoder.compile(mode=o.compile)
+
+    def load_compile_cache(self) -> None:
+        path = Path(self.options.compile_cache)
+        if not self.options.compile_cache or not path.exists():
+            return
+        data = path.read_bytes()
+        if torch.compiler.load_cache_artifacts(data) is None:  # torch logs why and carries on without it
+            raise ValueError(f"compile_cache={str(path)!r}: not a compile cache torch {torch.__version__} can load "
+                             "(see the warning above); delete it and the next start writes it anew")
+        self.cached["loaded_bytes"] = len(data)
+
+    def save_compile_cache(self) -> None:
+        """Every artifact compiled or loaded in this process so far, replacing the file at once."""
+        artifacts = torch.compiler.save_cache_artifacts()
+        if artifacts is None:
+            return
+        path = Path(self.options.compile_cache)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_bytes(artifacts[0])
+        os.replace(partial, path)  # a reader sees the old file or the new one, never half of one
+        self.cached["saved_bytes"] = len(artifacts[0])
 
     def refuse_what_cannot_run(self) -> None:
         """Unavailable naming the option, where this host cannot run it."""
@@ -152,6 +217,11 @@ class OptimizedTarget(PipelineTarget):
             if needs == "flash_attn" and (not cuda or importlib.util.find_spec("flash_attn") is None):
                 raise Unavailable(f"attention={o.attention}: needs the flash-attn package (pip install "
                                   f"'fluxgate[gpu]') and a CUDA device; the device is {self.device}")
+        if o.compile and COMPILE[o.compile] and not cuda:
+            raise Unavailable(f"compile={o.compile}: captures CUDA graphs, which need a CUDA device; the device is "
+                              f"{self.device} (compile=default or max-autotune-no-cudagraphs run here)")
+        if o.compile and not cuda and shutil.which("g++") is None:
+            raise Unavailable(f"compile={o.compile}: Inductor builds CPU kernels with g++, which is not on PATH")
 
     def run(self, request: GenerationRequest, output_type: str):
         if self.options.steps:
@@ -160,13 +230,31 @@ class OptimizedTarget(PipelineTarget):
 
     def render(self, request: GenerationRequest) -> GenerationResult:
         self.computed = 0
+        graphs, seconds = compiled()
         result = super().render(request)
         scheduler = self.pipe.scheduler  # what this request ran, read from the scheduler, as the evidence is
         result.info.update(steps=len(scheduler.timesteps), full_steps=self.computed, sigmas=scheduler.sigmas.tolist())
+        if self.options.compile:
+            now = compiled()
+            result.info.update(compiled_graphs=now[0] - graphs, compile_s=now[1] - seconds)
+            if self.options.compile_cache and now[0] > graphs:
+                self.save_compile_cache()
         return result
 
     def describe(self) -> dict:
-        return {**super().describe(), "options": dataclasses.asdict(self.options), "evidence": self.evidence}
+        evidence = dict(self.evidence)
+        if self.options.compile_cache:  # read now: a first start writes the file after its first request
+            used = self.cached["loaded_bytes" if self.cached["found"] else "saved_bytes"] > 0
+            evidence["compile_cache"] = {"applied": int(used), "of": 1, "path": self.options.compile_cache,
+                                         **self.cached}
+        return {**super().describe(), "options": dataclasses.asdict(self.options), "evidence": evidence}
+
+
+def compiled() -> tuple[int, float]:
+    """Graphs Dynamo has compiled in this process, and the seconds it took (its own counters)."""
+    from torch._dynamo.utils import compilation_time_metrics, counters
+
+    return counters["stats"]["unique_graphs"], sum(compilation_time_metrics.get("_compile.compile_inner", []))
 
 
 def evidence(pipe, options: Options) -> dict[str, dict[str, Any]]:
@@ -201,4 +289,12 @@ def evidence(pipe, options: Options) -> dict[str, dict[str, Any]]:
         hooked = [b for b in blocks if any(name.startswith("fbc_") for name in
                                            getattr(getattr(b, "_diffusers_hook", None), "hooks", {}))]
         found["cache"] = {"applied": len(hooked), "of": len(blocks), "threshold": options.cache}
+    if options.compile:
+        blocks = [m for m in transformer.modules() if type(m).__name__ in transformer._repeated_blocks]
+        parts = {"regional": blocks if options.regional else [],
+                 "compile_vae": [pipe.vae.decoder] if options.compile_vae else []}
+        for name, modules in {"compile": parts["regional"] or [transformer], **parts}.items():
+            if modules:  # nn.Module.compile() leaves its compiled forward here
+                found[name] = {"applied": sum(m._compiled_call_impl is not None for m in modules),
+                               "of": len(modules), "mode": options.compile, "cuda_graphs": COMPILE[options.compile]}
     return found

@@ -67,3 +67,11 @@ class Unapplied(OptimizedTarget):
 
     def apply(self) -> None:
         pass
+
+
+class Uncached(OptimizedTarget):
+    """The optimized target whose compile cache file is written but never read: each start compiles anew, and
+    its evidence says that the file it found was not loaded."""
+
+    def load_compile_cache(self) -> None:
+        pass

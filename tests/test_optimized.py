@@ -71,11 +71,20 @@ def test_the_first_block_cache_skips_the_steps_its_threshold_allows(plain):
     ("steps=1.5", ValueError, "steps='1.5': must be 0 (off) or a whole number of at least 1"),
     ("cache=-1", ValueError, "cache='-1': must be 0 (off) or a number of at least 1e-06"),
     ("quantise=int8wo", ValueError, "target 'optimized' has no option 'quantise'"),
+    ("compile=reduce-overhead", Unavailable, "compile=reduce-overhead: captures CUDA graphs, which need a CUDA device"),
+    ("compile=fast", ValueError, "compile='fast': must be one of default, max-autotune-no-cudagraphs, reduce-overhead"),
+    ("regional=1", ValueError, "regional='1': modifies compile, which is not set"),
 ])
 def test_what_cannot_run_here_is_refused_naming_the_option(options, error, message):
     with pytest.raises(error) as refused:
         make_target(f"optimized:preset=tiny-dev,{options}").start()
     assert message in str(refused.value)
+
+
+def test_a_compile_cache_torch_cannot_load_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "mega").write_bytes(b"not a cache")
+    with pytest.raises(ValueError, match="compile_cache=.*mega': not a compile cache torch"):
+        make_target(f"optimized:preset=tiny-dev,compile=default,compile_cache={tmp_path / 'mega'}").start()
 
 
 def test_the_unit_suite_fails_an_option_that_did_not_take_effect(tmp_path):
@@ -132,3 +141,32 @@ def test_the_ablation_rows_are_the_targets_options_alone_then_together():
                                             "quantize=int8wo,fuse_qkv=1,cache=0.1"]
     assert rows_of(make_target("optimized:preset=tiny-dev,fuse_qkv=1"), Profile([])) == ["fuse_qkv=1"]
     assert rows_of(target, Profile(["steps=2"])) == ["steps=2"]
+    compiled = make_target("optimized:preset=tiny-dev,fuse_qkv=1,compile=default,regional=1,compile_cache=c.bin")
+    assert rows_of(compiled, Profile([])) == ["fuse_qkv=1", "compile=default,regional=1,compile_cache=c.bin",
+                                              "fuse_qkv=1,compile=default,regional=1,compile_cache=c.bin"]
+
+
+@pytest.mark.slow  # two fresh processes compile with empty Inductor caches (about 25 s apiece on two cores)
+def test_the_compile_cache_shortens_a_cold_start_and_one_never_read_fails(tmp_path):
+    """compile=default,regional=1 with its cache: in effect on every block, and a second fresh process with
+    an empty Inductor cache compiles faster from the file; a target that finds the file and never reads it
+    fails the unit suite. (This process compiles with the user's Inductor cache, warm or not: only the
+    evidence is read here, not the time.)"""
+    profile = tmp_path / "compile.toml"
+    profile.write_text(f'name = "compile"\nextends = "{SELFTEST}"\n'
+                       '[thresholds]\n"compile.cache_saving" = { min = 0.1 }\n')
+    options = f"compile=default,regional=1,compile_cache={tmp_path / 'mega'}"
+    args = ("--category", "unit", "--category", "performance", "--profile", str(profile))
+    code, output, report = run_suites(*args, "-k", "took_effect or compile_cache",
+                                      "--target", f"optimized:preset=tiny-dev,{options}", out=tmp_path / "cached")
+    assert code == 0, output[-3000:]
+    found = {m["name"]: m for t in report["tests"] for m in t["metrics"]}
+    assert found["compile.cache_saving"]["verdict"] == "pass", found["compile.cache_saving"]
+    assert found["compile.first_request.cached"]["value"] < found["compile.first_request.uncached"]["value"]
+    assert [t["outcome"] for t in report["tests"]] == ["passed", "passed"]
+    notes = report["tests"][0]["notes"]
+    assert any(n.startswith("regional: {'applied': 6, 'of': 6") for n in notes), notes
+    assert (tmp_path / "mega").stat().st_size > 0  # written by this process's first request
+    code, output, report = run_suites(*args, "-k", "took_effect", "--target",
+                                      f"tests.fakes:Uncached:preset=tiny-dev,{options}", out=tmp_path / "unread")
+    assert code == 1 and "compile_cache on 0 of 1" in output, output[-3000:]

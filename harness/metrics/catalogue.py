@@ -55,6 +55,13 @@ PERFORMANCE = [
                "first image"),
     *[Definition(f"cold_start.{part}", "s", "lower", 0.1, f"cold start: {part}")
       for part in ("interpreter", "imports", "device", "load", "first_request", "warm", "excess")],
+    *[Definition(f"compile.{phase}.{how}", "s", "lower", 0.1, f"a compiling target's {what} in a fresh process "
+                 f"with an empty Inductor cache, {how} (the compile cache file "
+                 f"{'loaded' if how == 'cached' else 'absent'})")
+      for phase, what in (("cold_start", "cold start"), ("first_request", "first request"))
+      for how in ("uncached", "cached")],
+    Definition("compile.cache_saving", "", "higher", 0.05, "1 - cached / uncached first request: the share of "
+               "compilation the compile cache saves"),
     Definition("scaling.resolution.slope", "s/MP", "lower", 0.002, "latency per megapixel"),
     Definition("scaling.steps.slope", "s/step", "lower", 0.002, "latency per denoising step"),
     Definition("scaling.batch.slope", "s/image", "lower", 0.002, "latency per extra image in a request"),

@@ -18,8 +18,7 @@ MIB = 2**20
 
 def rows_of(target, profile) -> list[str]:
     """The profile's rows, else each of the target's options alone and then all of them together."""
-    options = target.options.spec()
-    return profile.get("ablation") or options + ([",".join(options)] if len(options) > 1 else [])
+    return profile.get("ablation") or target.options.rows()
 
 
 def test_ablation(target, make_request, profile, recorder):

@@ -11,6 +11,7 @@ from harness.coldstart import cold_start
 from harness.load import closed_loop
 from harness.memory import MemorySampler, cuda_peak, gpu_index
 from harness.stats import quantile
+from harness.target import parse_spec
 from harness.timing import paired_ratios, timed_generate
 
 
@@ -30,6 +31,27 @@ def test_cold_start(target, make_request, profile, recorder):
     for part, seconds in phases.items():
         recorder.metric(f"cold_start.{part}", seconds, "s", better="lower")
     recorder.note("measured in a fresh Python process; the weights' files may still be in the OS page cache")
+
+
+def test_compile_cache_shortens_cold_start(target, make_request, profile, recorder, tmp_path):
+    """A compiling target started twice in fresh processes, each with an empty Inductor cache of its own, as on
+    a new machine: first with no compile cache (it compiles everything, then writes the cache file), then with
+    that file (torch.compiler's mega-cache) to load. One start each: the note says so."""
+    options = getattr(target, "options", None)
+    if not getattr(options, "compile", ""):
+        pytest.skip(f"{target.name} compiles nothing (no compile option)")
+    kind, given = parse_spec(target.spec)
+    spec = f"{kind}:" + ",".join(f"{k}={v}" for k, v in {**given, "compile_cache": tmp_path / "mega"}.items())
+    request, timeout = make_request(), profile.get("cold_start_timeout")
+    starts = {how: cold_start(spec, request, timeout, env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / how)})
+              for how in ("uncached", "cached")}
+    for how, phases in starts.items():
+        recorder.metric(f"compile.cold_start.{how}", phases["total"], "s", better="lower")
+        recorder.metric(f"compile.first_request.{how}", phases["first_request"], "s", better="lower")
+    first = {how: phases["first_request"] for how, phases in starts.items()}
+    recorder.metric("compile.cache_saving", 1 - first["cached"] / first["uncached"], "", better="higher")
+    recorder.note(f"one cold start each, with a {(tmp_path / 'mega').stat().st_size / 2**20:.1f} MiB cache file; "
+                  "cache_saving is the share of the first request's time the file saves")
 
 
 def remote_cold_start(target, profile, recorder):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 
-def test_every_optimization_asked_for_took_effect(target, recorder):
-    described = target.describe()
-    if "evidence" not in described:
+def test_every_optimization_asked_for_took_effect(target, make_request, recorder):
+    if "evidence" not in target.describe():
         pytest.skip(f"{target.name} does not say which optimizations it applies")
+    target.generate(make_request())
+    described = target.describe()
     asked = [name for name, value in described["options"].items() if value and name != "steps"]  # steps: per request
     evidence = described["evidence"]
     for name in asked:
