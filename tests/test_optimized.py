@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from harness.target import make_target
 from harness.types import GenerationRequest, Unavailable
@@ -146,27 +147,35 @@ def test_the_ablation_rows_are_the_targets_options_alone_then_together():
                                               "fuse_qkv=1,compile=default,regional=1,compile_cache=c.bin"]
 
 
+def test_compilation_and_its_cache_file_show_in_the_evidence_and_one_never_read_does_not(tmp_path):
+    """compile sets every module it is for to compile at its first call; a cache file found at start is loaded
+    (a real one: torch.compiler's artifacts of a small compiled function), and the evidence says whether it
+    was. tests.fakes:Uncached finds the file and never reads it."""
+    torch.compile(lambda x: x * 2 + 1)(torch.ones(4))
+    (tmp_path / "mega").write_bytes(torch.compiler.save_cache_artifacts()[0])
+    options = f"preset=tiny-dev,compile=default,regional=1,compile_cache={tmp_path / 'mega'}"
+    with make_target(f"optimized:{options}") as target:
+        evidence = target.describe()["evidence"]
+    assert {name: (e["applied"], e["of"]) for name, e in evidence.items()} == \
+        {"compile": (6, 6), "regional": (6, 6), "compile_cache": (1, 1)}
+    assert evidence["compile_cache"]["loaded_bytes"] == (tmp_path / "mega").stat().st_size
+    with make_target(f"tests.fakes:Uncached:{options}") as target:
+        unread = target.describe()["evidence"]["compile_cache"]
+    assert unread["found"] and (unread["applied"], unread["loaded_bytes"]) == (0, 0), unread
+
+
 @pytest.mark.slow  # two fresh processes compile with empty Inductor caches (about 25 s apiece on two cores)
-def test_the_compile_cache_shortens_a_cold_start_and_one_never_read_fails(tmp_path):
-    """compile=default,regional=1 with its cache: in effect on every block, and a second fresh process with
-    an empty Inductor cache compiles faster from the file; a target that finds the file and never reads it
-    fails the unit suite. (This process compiles with the user's Inductor cache, warm or not: only the
-    evidence is read here, not the time.)"""
+def test_the_compile_cache_shortens_a_cold_start_and_its_gate_holds(tmp_path):
+    """compile=default,regional=1: a second fresh process with an empty Inductor cache compiles faster from
+    the file the first one wrote, and the gate on the saving passes."""
     profile = tmp_path / "compile.toml"
     profile.write_text(f'name = "compile"\nextends = "{SELFTEST}"\n'
                        '[thresholds]\n"compile.cache_saving" = { min = 0.1 }\n')
-    options = f"compile=default,regional=1,compile_cache={tmp_path / 'mega'}"
-    args = ("--category", "unit", "--category", "performance", "--profile", str(profile))
-    code, output, report = run_suites(*args, "-k", "took_effect or compile_cache",
-                                      "--target", f"optimized:preset=tiny-dev,{options}", out=tmp_path / "cached")
+    code, output, report = run_suites("--category", "performance", "-k", "compile_cache", "--profile", str(profile),
+                                      "--target", "optimized:preset=tiny-dev,compile=default,regional=1",
+                                      out=tmp_path)
     assert code == 0, output[-3000:]
-    found = {m["name"]: m for t in report["tests"] for m in t["metrics"]}
+    found = {m["name"]: m for m in report["tests"][0]["metrics"]}
     assert found["compile.cache_saving"]["verdict"] == "pass", found["compile.cache_saving"]
     assert found["compile.first_request.cached"]["value"] < found["compile.first_request.uncached"]["value"]
-    assert [t["outcome"] for t in report["tests"]] == ["passed", "passed"]
-    notes = report["tests"][0]["notes"]
-    assert any(n.startswith("regional: {'applied': 6, 'of': 6") for n in notes), notes
-    assert (tmp_path / "mega").stat().st_size > 0  # written by this process's first request
-    code, output, report = run_suites(*args, "-k", "took_effect", "--target",
-                                      f"tests.fakes:Uncached:preset=tiny-dev,{options}", out=tmp_path / "unread")
-    assert code == 1 and "compile_cache on 0 of 1" in output, output[-3000:]
+    assert "MiB cache file" in report["tests"][0]["notes"][0]
