@@ -228,6 +228,19 @@ class OptimizedTarget(PipelineTarget):
             request = dataclasses.replace(request, num_inference_steps=self.options.steps)
         return super().run(request, output_type)
 
+    def velocity(self, *args, **kwargs):
+        """One transformer call as the pipeline makes it; with the step cache on, a first step's: the cache
+        starts afresh, so it computes every block, and is left afresh for the next request of another size."""
+        transformer = self.pipe.transformer
+        if not self.options.cache:
+            return super().velocity(*args, **kwargs)
+        transformer._reset_stateful_cache()
+        try:
+            with transformer.cache_context("cond"):
+                return super().velocity(*args, **kwargs)
+        finally:
+            transformer._reset_stateful_cache()
+
     def render(self, request: GenerationRequest) -> GenerationResult:
         self.computed = 0
         graphs, seconds = compiled()

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from harness.energy import EnergyMeter, unavailable
 from harness.memory import MemorySampler, cuda_peak, host_rss, nvml_used
 from harness.timing import LatencyStats, timed_generate
 from helpers import request
@@ -75,3 +76,22 @@ def test_without_a_gpu_device_numbers_are_absent_not_zero():
     with MemorySampler(interval=0.01) as mem:
         pass
     assert mem.peak_device is None
+
+
+def test_energy_needs_the_targets_gpu_and_says_why_not():
+    assert unavailable(None) == "the target does not run on a CUDA device of this host"
+
+
+@pytest.mark.gpu
+def test_energy_is_read_from_the_gpu_while_it_works():
+    import torch
+
+    if unavailable(0):
+        pytest.skip(unavailable(0))
+    x = torch.randn(8192, 8192, device="cuda:0")
+    with EnergyMeter(gpu=0) as meter:
+        for _ in range(50):  # about a second of fp32 matmuls on an H100
+            x = x @ x
+            x /= x.norm()
+        torch.cuda.synchronize()
+    assert meter.joules > 1 and meter.utilisation > 10 and meter.busy, (meter.joules, meter.busy)

@@ -63,6 +63,34 @@ def test_the_first_block_cache_skips_the_steps_its_threshold_allows(plain):
     assert np.abs(cached - exact).mean() > 1, "the steps the cache skipped changed nothing"
 
 
+def test_a_cached_target_takes_one_transformer_call_then_a_request_of_another_size(plain):
+    """The unit suite calls the transformer alone (at 64²) before requests of the profile's size: the step
+    cache must start each afresh (it once kept the single call's residual and failed the next request)."""
+    with make_target("optimized:preset=tiny-dev,cache=0.1") as target:
+        txt, vec, _ = target.encode(["a cat"])
+        img = target.sampling.pack(target.sampling.get_noise([0], 32, 32, target.dtype))
+        assert target.velocity(img, txt, vec, sigma=1.0, guidance=3.5, height=32, width=32).shape == img.shape
+        assert np.array_equal(target.generate(REQUEST).images, plain)  # 0.1 skips nothing at 4 steps
+
+
+def test_the_optimized_profile_passes_int8_where_the_exact_one_fails(tmp_path):
+    """cpu-tiny-optimized's tolerances hold int8's error, in one transformer call and in the image, where
+    cpu-tiny's exact gates fail it; a bound tighter than int8's error fails the transformer call."""
+    args = ("--category", "unit", "--category", "integration", "-k", "equivalent or stays_near",
+            "--target", "optimized:preset=tiny-dev,quantize=int8dq")
+    code, output, report = run_suites(*args, "--profile", "cpu-tiny-optimized", out=tmp_path / "lossy")
+    assert code == 0, output[-3000:]
+    found = {m["name"]: m for t in report["tests"] for m in t["metrics"]}
+    assert 1e-3 < found["unit.velocity_rel_error"]["value"] < 0.05 and found["equivalence.max_abs_diff"]["value"] > 1
+    code, output, report = run_suites(*args, "--profile", "cpu-tiny", out=tmp_path / "exact")
+    assert code == 1 and "equivalence.max_abs_diff" in output, output[-3000:]
+    tight = tmp_path / "tight.toml"
+    tight.write_text('name = "tight"\nextends = "cpu-tiny-optimized"\n'
+                     '[thresholds]\n"unit.velocity_rel_error" = { max = 0.001 }\n')
+    code, output, _ = run_suites(*args, "--profile", str(tight), out=tmp_path / "tight")
+    assert code == 1 and "unit.velocity_rel_error" in output, output[-3000:]
+
+
 @pytest.mark.parametrize("options,error,message", [
     ("quantize=fp8", Unavailable, "quantize=fp8: float8 matmuls need a CUDA GPU; the device is cpu"),
     ("attention=cudnn", Unavailable, "attention=cudnn: a CUDA kernel; the device is cpu"),

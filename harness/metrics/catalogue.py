@@ -70,6 +70,9 @@ PERFORMANCE = [
     *MEMORY_PEAKS,
     Definition("memory.gpu_peak", "MiB", "lower", 16, "torch's peak allocation on the target's own device"),
     Definition("memory.per_extra_image", "MiB", "lower", 16, "peak growth from 1 to 2 images per request"),
+    Definition("energy.joules_per_image", "J", "lower", 1.0, "GPU board energy per image over warm requests "
+               "(NVML's counter)"),
+    Definition("energy.gpu_utilisation", "%", "higher", 2.0, "mean share of time a kernel ran while they did"),
     Definition("speedup", "x", "higher", 0.02, "median of paired ratios, baseline target time / target time"),
     Definition("ablation.*.speedup", "x", "higher", 0.02, "an ablation row (an optimized target's options) "
                "against the plain pipeline on the same weights: median of paired ratios"),
@@ -128,6 +131,8 @@ QUALITY = [
 UNIT = [
     Definition("unit.text.pooled_dim", "", None),
     Definition("unit.text.context_dim", "", None),
+    Definition("unit.velocity_rel_error", "", "lower", 1e-4, "an optimized target's transformer call against the "
+               "plain pipeline's on the same weights and inputs: |got - plain| / |plain|, the worse of two sigmas"),
 ]
 
 STRESS = [

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from harness.coldstart import cold_start
+from harness.energy import EnergyMeter, unavailable
 from harness.load import closed_loop
 from harness.memory import MemorySampler, cuda_peak, gpu_index
 from harness.stats import quantile
@@ -136,6 +137,23 @@ def test_peak_memory(target, make_request, profile, recorder):
     if 2 in peaks:
         key = "gpu" if target.capabilities.local_gpu else "host"
         recorder.metric("memory.per_extra_image", peaks[2][key] - peaks[1][key], "MiB", better="lower")
+
+
+def test_energy_per_image(target, make_request, profile, recorder):
+    """Joules per image from NVML's energy counter over `latency_runs` warm requests, and the GPU's mean
+    utilisation while they ran; a skip with the reason where the target's GPU is not here to read."""
+    gpu = None if target.capabilities.remote else gpu_index(getattr(target, "device", None))
+    reason = unavailable(gpu)
+    if reason:
+        pytest.skip(f"no energy for {target.name}: {reason}")
+    request, runs = make_request(), profile.get("latency_runs")
+    target.generate(request)  # warm: the first request's lazy set-up is not what an image costs
+    with EnergyMeter(gpu=gpu) as meter:
+        for _ in range(runs):
+            target.generate(request)
+    recorder.metric("energy.joules_per_image", meter.joules / (runs * request.num_images), "J", better="lower")
+    recorder.metric("energy.gpu_utilisation", meter.utilisation, "%", better="higher")
+    recorder.note(f"{runs} requests; utilisation from {len(meter.busy)} samples; NVML counts the whole board")
 
 
 def test_speedup_over_baseline_target(target, baseline_target, make_request, profile, recorder):
