@@ -29,13 +29,13 @@ QUANTIZE = {  # option -> torchao config: weights (and activations) of the trans
     "int8dq": "Int8DynamicActivationInt8WeightConfig",  # int8 weights and activations, scaled per token
     "fp8": "Float8DynamicActivationFloat8WeightConfig", # float8 both: Ada and Hopper tensor cores (sm 8.9+)
 }
-ATTENTION = {  # option -> diffusers' attention backend, and what it needs
-    "sdpa": ("native", None),                  # torch picks the kernel
-    "math": ("_native_math", None),            # SDPA's reference kernel: the lossless baseline
-    "flash": ("_native_flash", None),          # SDPA's FlashAttention (a CPU kernel too)
-    "efficient": ("_native_efficient", "cuda"),  # SDPA's memory-efficient kernel
-    "cudnn": ("_native_cudnn", "cuda"),        # cuDNN's fused attention
-    "flash-attn": ("flash", "flash_attn"),     # the flash-attn package (the `gpu` extra)
+ATTENTION = {  # option -> diffusers' attention backend, what it needs, and the op the profiler sees it run
+    "sdpa": ("native", None, "scaled_dot_product"),                      # torch picks the kernel
+    "math": ("_native_math", None, "_scaled_dot_product_attention_math"),  # the reference kernel: lossless
+    "flash": ("_native_flash", None, "_scaled_dot_product_flash_attention"),  # FlashAttention (CPU too)
+    "efficient": ("_native_efficient", "cuda", "_scaled_dot_product_efficient_attention"),
+    "cudnn": ("_native_cudnn", "cuda", "_scaled_dot_product_cudnn_attention"),
+    "flash-attn": ("flash", "flash_attn", "flash_attn"),                 # the flash-attn package (`gpu` extra)
 }
 SCHEDULERS = ("dpm++",)
 COMPILE = {  # torch.compile's modes -> whether they capture CUDA graphs (torch._inductor.list_mode_options)
@@ -129,6 +129,7 @@ class OptimizedTarget(PipelineTarget):
         self.evidence: dict[str, dict[str, Any]] = {}  # read from the modules once the options are applied
         self.computed = 0  # full passes through the transformer's last block in the request running
         self.cached = {"found": False, "loaded_bytes": 0, "saved_bytes": 0}  # the compile cache's file
+        self.dispatched: list[str] = []  # the attention ops one transformer call ran, as the profiler saw them
 
     def start(self) -> None:
         self.refuse_what_cannot_run()
@@ -156,6 +157,7 @@ class OptimizedTarget(PipelineTarget):
             default = registry.get_active_backend()[0]
             transformer.set_attention_backend(ATTENTION[o.attention][0])  # on each of its attention processors,
             registry.set_active_backend(default)  # and as the process's default: other pipelines here keep theirs
+            self.dispatched = self.attention_ops()
         if o.channels_last:
             self.pipe.vae.to(memory_format=torch.channels_last)
         if o.scheduler:
@@ -177,6 +179,17 @@ class OptimizedTarget(PipelineTarget):
                 transformer.compile(mode=o.compile)
             if o.compile_vae:
                 self.pipe.vae.decoder.compile(mode=o.compile)
+
+    def attention_ops(self) -> list[str]:
+        """The attention ops one small transformer call runs, from torch's profiler: what the dispatcher chose,
+        not what was asked of it (before compilation and the step cache, which change neither)."""
+        from torch.profiler import profile
+
+        txt, vec, _ = self.encode(["a cat"])
+        img = self.sampling.pack(self.sampling.get_noise([0], 32, 32, self.dtype).to(self.device))  # (1, 4, 64)
+        with profile() as run:
+            PipelineTarget.velocity(self, img, txt, vec, sigma=1.0, guidance=3.5, height=32, width=32)
+        return sorted({e.name for e in run.events() if "attention" in e.name or "flash_attn" in e.name})
 
     def load_compile_cache(self) -> None:
         path = Path(self.options.compile_cache)
@@ -256,6 +269,10 @@ class OptimizedTarget(PipelineTarget):
 
     def describe(self) -> dict:
         evidence = dict(self.evidence)
+        if self.options.attention:  # set on every processor, and the op expected among those that ran
+            ran = any(ATTENTION[self.options.attention][2] in op for op in self.dispatched)
+            evidence["attention"] = {**evidence["attention"], "dispatched": self.dispatched}
+            evidence["attention"]["applied"] *= ran
         if self.options.compile_cache:  # read now: a first start writes the file after its first request
             used = self.cached["loaded_bytes" if self.cached["found"] else "saved_bytes"] > 0
             evidence["compile_cache"] = {"applied": int(used), "of": 1, "path": self.options.compile_cache,

@@ -44,6 +44,20 @@ def test_each_option_takes_effect_within_its_tolerance(plain, options, mean_leve
         from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
         assert _AttentionBackendRegistry.get_active_backend()[0] == "native"
+        assert "aten::_scaled_dot_product_attention_math" in evidence["attention"]["dispatched"], evidence
+
+
+def test_the_attention_evidence_is_the_kernel_that_ran_not_the_one_asked_for():
+    """The profiler's ops of one transformer call: flash asked, flash run; the same target with the ops a
+    math target ran (as if the dispatcher had fallen back) is not in effect."""
+    with make_target("optimized:preset=tiny-dev,attention=math") as math:
+        fallen_back = math.dispatched
+    with make_target("optimized:preset=tiny-dev,attention=flash") as flash:
+        evidence = flash.describe()["evidence"]["attention"]
+        assert any("_scaled_dot_product_flash_attention" in op for op in evidence["dispatched"]), evidence
+        assert evidence["applied"] == evidence["of"] > 0
+        flash.dispatched = fallen_back
+        assert flash.describe()["evidence"]["attention"]["applied"] == 0
 
 
 def test_the_scheduler_swap_runs_its_own_steps(plain):
@@ -75,7 +89,8 @@ def test_a_cached_target_takes_one_transformer_call_then_a_request_of_another_si
 
 def test_the_optimized_profile_passes_int8_where_the_exact_one_fails(tmp_path):
     """cpu-tiny-optimized's tolerances hold int8's error, in one transformer call and in the image, where
-    cpu-tiny's exact gates fail it; a bound tighter than int8's error fails the transformer call."""
+    cpu-tiny's exact gates fail it; a bound tighter than int8's error fails the transformer call, and one
+    step for four fails the image's."""
     args = ("--category", "unit", "--category", "integration", "-k", "equivalent or stays_near",
             "--target", "optimized:preset=tiny-dev,quantize=int8dq")
     code, output, report = run_suites(*args, "--profile", "cpu-tiny-optimized", out=tmp_path / "lossy")
@@ -89,6 +104,9 @@ def test_the_optimized_profile_passes_int8_where_the_exact_one_fails(tmp_path):
                      '[thresholds]\n"unit.velocity_rel_error" = { max = 0.001 }\n')
     code, output, _ = run_suites(*args, "--profile", str(tight), out=tmp_path / "tight")
     assert code == 1 and "unit.velocity_rel_error" in output, output[-3000:]
+    code, output, _ = run_suites("--category", "integration", "-k", "equivalent", "--profile", "cpu-tiny-optimized",
+                                 "--target", "optimized:preset=tiny-dev,steps=1", out=tmp_path / "one-step")
+    assert code == 1 and "equivalence.mean_abs_diff" in output, output[-3000:]  # steps pushed past int8's bounds
 
 
 @pytest.mark.parametrize("options,error,message", [
