@@ -8,19 +8,19 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from harness.memory import nvml_open
+
 
 def unavailable(gpu: int | None) -> str | None:
     """Why energy cannot be read for GPU `gpu` here, or None where it can."""
     if gpu is None:
         return "the target does not run on a CUDA device of this host"
+    nvml = nvml_open()
+    if nvml is None:
+        return "NVML is not available here (no library, driver or GPU)"
+    pynvml, handles = nvml
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception as e:  # no library, no driver
-        return f"NVML is not available here ({type(e).__name__}: {e})"
-    try:
-        pynvml.nvmlDeviceGetTotalEnergyConsumption(pynvml.nvmlDeviceGetHandleByIndex(gpu))
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handles[gpu])
     except Exception as e:  # a GPU before Volta, or a counter the driver does not expose
         return f"GPU {gpu} has no energy counter NVML can read ({type(e).__name__}: {e})"
     finally:
@@ -43,10 +43,8 @@ class EnergyMeter:
     busy: list[int] = field(default_factory=list)  # utilisation samples, percent
 
     def __enter__(self) -> EnergyMeter:
-        import pynvml
-
-        pynvml.nvmlInit()
-        self._nvml, self._handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(self.gpu)
+        pynvml, handles = nvml_open()  # unavailable() first says why it cannot be opened
+        self._nvml, self._handle = pynvml, handles[self.gpu]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fluxgate-energy", daemon=True)
         self._start = pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)

@@ -52,7 +52,7 @@ def gpu_index(device) -> int | None:
     return torch.cuda.current_device() if index is None else index
 
 
-def _nvml_open():
+def nvml_open():
     """pynvml and one handle per GPU, or None where there is no library, driver or device."""
     try:
         import pynvml
@@ -71,7 +71,7 @@ def _nvml_read(nvml, gpu: int | None = None) -> list[int]:
 
 def nvml_used() -> list[int] | None:
     """Bytes used on each GPU by all processes, from NVML; None where NVML is absent."""
-    nvml = _nvml_open()
+    nvml = nvml_open()
     if nvml is None:
         return None
     try:
@@ -96,7 +96,7 @@ class MemorySampler:
     def __enter__(self) -> MemorySampler:
         self._stop = threading.Event()
         self.started = time.perf_counter()
-        self._nvml = _nvml_open() if self.gpu is not None else None
+        self._nvml = nvml_open() if self.gpu is not None else None
         self._sample()
         self._thread = threading.Thread(target=self._run, name="fluxgate-memory", daemon=True)
         self._thread.start()

@@ -180,6 +180,12 @@ class OptimizedTarget(PipelineTarget):
             if o.compile_vae:
                 self.pipe.vae.decoder.compile(mode=o.compile)
 
+    def plain_options(self) -> str:
+        """SPEC options of the plain pipeline this target optimizes: the same weights, dtype, device and text
+        length (the unit suite and the ablation compare with it)."""
+        return (f"{self.weights()},dtype={self.dtype_name},device={self.device},"
+                f"max_sequence_length={self.max_sequence_length}")
+
     def attention_ops(self) -> list[str]:
         """The attention ops one small transformer call runs, from torch's profiler: what the dispatcher chose,
         not what was asked of it (before compilation and the step cache, which change neither)."""

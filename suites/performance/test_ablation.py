@@ -27,8 +27,7 @@ def test_ablation(target, make_request, profile, recorder):
     rows = rows_of(target, profile)
     if not rows:
         pytest.skip(f"{target.spec}: no options set and the profile names no rows, so nothing to ablate")
-    same = (f"{target.weights()},dtype={target.dtype_name},device={target.device},"
-            f"max_sequence_length={target.max_sequence_length}")
+    same = target.plain_options()
     request, rounds = make_request("a red vintage car on a rainy street"), profile.get("speedup_runs")
     table = []
     with Isolated(f"pipeline:{same}") as plain:

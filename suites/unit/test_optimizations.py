@@ -30,8 +30,7 @@ def test_the_optimized_transformer_stays_near_the_plain_one(target, profile, rec
     from harness.target import make_target
 
     size = profile.get("load_size")
-    with make_target(f"pipeline:{target.weights()},dtype={target.dtype_name},device={target.device},"
-                     f"max_sequence_length={target.max_sequence_length}") as plain:
+    with make_target(f"pipeline:{target.plain_options()}") as plain:
         txt, vec, _ = plain.encode(["a red fox in the snow"])
         img = plain.sampling.pack(plain.sampling.get_noise([0], size, size, plain.dtype).to(plain.device))
         errors = []
