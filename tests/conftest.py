@@ -13,7 +13,7 @@ pytest_plugins = ["pytester"]
 
 TIERS = {  # marker -> what a test so marked costs
     "server": "starts or uses an HTTP service on 127.0.0.1 (a fresh interpreter and the model: ~5 s a service)",
-    "triton": "uses a Triton Inference Server (its serving environment is made on first use: ~30 s)",
+    "triton": "uses a Triton Inference Server (its serving environment is made on first use: seconds)",
     "slow": "takes more than ~5 s: a fresh interpreter, a whole default run, the largest request",
 }
 

@@ -13,11 +13,10 @@ import sys
 import sysconfig
 import tempfile
 import time
-from importlib.metadata import version
+from importlib.metadata import distribution
 from pathlib import Path
 
 import httpx
-from packaging.version import Version
 
 from harness.types import Unavailable
 from targets.local import resolve_model
@@ -25,56 +24,36 @@ from targets.process import free_port, terminate
 from targets.triton import repository
 
 ENV = Path(os.environ.get("FLUXGATE_TRITON_ENV", Path.home() / ".cache" / "fluxgate" / "triton-env"))
-LIBRARIES = ("diffusers", "transformers", "tokenizers", "safetensors", "accelerate")
-CPU_TORCH = "torch: cpu build for "  # packages()' entry for the CPU's torch, then the version it is for
+OWN = ("nvidia-pytriton==0.7.0", "numpy<2")  # the server binary and python backend; numpy < 2 for the stub
+SHARED = ("torch", "diffusers", "transformers", "tokenizers", "safetensors", "accelerate")  # what the models run
 
 
-def packages(kind: str) -> list[str]:
-    """What the serving environment for devices of KIND ("cpu", "cuda") is made of, decided without asking
-    pip, so that a kept environment is reused at no cost: the server, numpy < 2 for the stub, the reference's
-    libraries at the versions this environment runs, and torch: on the CPU a CPU build (chosen by
-    requirement() when the environment is made), else the torch this environment runs."""
-    torch = f"{CPU_TORCH}{Version(version('torch')).base_version}" if kind == "cpu" else f"torch=={version('torch')}"
-    return ["nvidia-pytriton==0.7.0", "numpy<2", *(f"{name}=={version(name)}" for name in LIBRARIES), torch]
+def shared_dirs() -> list[str]:
+    """The site-packages folders this environment's torch and model libraries are installed in."""
+    return sorted({str(distribution(name).locate_file("")) for name in SHARED})
 
 
-def requirement(wanted: str) -> str:
-    """pip's requirement for one of packages()' entries. For the CPU's torch, a CPU build, which leaves out
-    CUDA's libraries (6 GB, most of the making's time): the newest pip can find that is not newer than this
-    environment's torch (so its own version where there is one), else this environment's torch all the same."""
-    if not wanted.startswith(CPU_TORCH):
-        return wanted
-    here = Version(wanted.removeprefix(CPU_TORCH))
-    cpu = [v for v in index_versions("torch") if v.local == "cpu" and Version(v.base_version) <= here]
-    return f"torch=={max(cpu)}" if cpu else f"torch=={version('torch')}"
-
-
-def index_versions(name: str) -> list[Version]:
-    """The versions of NAME pip can find (its index, extra indexes and find-links); none if it cannot say."""
-    listed = subprocess.run([sys.executable, "-m", "pip", "index", "versions", name, "--json"],
-                            capture_output=True, text=True)
-    try:
-        return [Version(v) for v in json.loads(listed.stdout)["versions"]] if listed.returncode == 0 else []
-    except (ValueError, KeyError):  # not JSON, or a version pip printed that packaging cannot read
-        return []
-
-
-def ensure_env(device: str = "cpu", root: Path = ENV) -> Path:
-    """The serving environment for DEVICE's kind (one under ROOT per kind: cpu, cuda), made on first use
-    (about 20 s for the CPU, minutes for CUDA) and kept while its package list holds."""
-    path = root / device.split(":")[0]
-    wanted = packages(path.name)
-    stamp = path / "fluxgate-packages.txt"
+def ensure_env(root: Path = ENV) -> Path:
+    """The serving environment under ROOT, made on first use and kept while its stamp holds: a venv of this
+    Python with only the server and numpy < 2 installed (seconds), which reaches this environment's torch and
+    model libraries through a .pth file, after its own numpy. The models run the torch, diffusers and
+    transformers fluxgate runs, CUDA's or the CPU's, and none of them is downloaded or copied again."""
+    path = root / f"python{sys.version_info.major}.{sys.version_info.minor}"  # the stub is built per Python
+    wanted = [sys.version.split()[0], *OWN, *shared_dirs()]
+    stamp = path / "fluxgate-stamp.txt"
     if stamp.is_file() and stamp.read_text() == "\n".join(wanted):
         return path
     shutil.rmtree(path, ignore_errors=True)
     # no pip inside it and no .pyc up front (the server's first start writes those it imports): this
-    # environment's pip installs into it, twice as fast
+    # environment's pip installs into it. The server binary needs none of nvidia-pytriton's Python dependencies.
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(path / "bin" / "python"), "install", "-q",
-                           "--no-compile", *map(requirement, wanted)], capture_output=True, text=True)
+                           "--no-compile", "--no-deps", *OWN], capture_output=True, text=True)
     if done.returncode:
         raise Unavailable(f"could not make Triton's environment in {path}: {done.stderr.strip()[-2000:]}")
+    # addsitedir, not a bare path: the shared folders' own .pth files (editable installs) apply there too
+    site = next((path / "lib").glob("python3*/site-packages"))
+    (site / "fluxgate-shared.pth").write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in shared_dirs()))
     stamp.write_text("\n".join(wanted))
     return path
 
@@ -109,7 +88,7 @@ class TritonServer:
         return f"127.0.0.1:{self.ports['grpc']}"
 
     def start(self) -> TritonServer:
-        env = ensure_env(self.options["device"])
+        env = ensure_env()
         site = next((env / "lib").glob("python3*/site-packages"))
         dist = site / "pytriton" / "tritonserver"
         backends = self.dir / "backends"  # the python backend with the stub for the environment's Python
