@@ -140,6 +140,7 @@ def learned(tmp_path: Path, clip: str, pretrained: str = "", require: str = "", 
 FLOOR_GATES = "".join(f'"quality.{m}.over_floor" = {{ max = 3 }}\n' for m in ("lpips", "fid", "cmmd"))
 
 
+@pytest.mark.slow  # the quality suite with every learned metric's network (about 10 s on two cores)
 def test_the_quality_suite_records_every_learned_metric_and_gates_on_the_floor(weights, tmp_path):
     profile = learned(tmp_path, weights, thresholds=FLOOR_GATES)
     args = ("--category", "quality", "-k", "learned", "--profile", profile)

@@ -87,6 +87,7 @@ def test_a_cached_target_takes_one_transformer_call_then_a_request_of_another_si
         assert np.array_equal(target.generate(REQUEST).images, plain)  # 0.1 skips nothing at 4 steps
 
 
+@pytest.mark.slow  # four runs at cpu-tiny's size (about 13 s on two cores)
 def test_the_optimized_profile_passes_int8_where_the_exact_one_fails(tmp_path):
     """cpu-tiny-optimized's tolerances hold int8's error, in one transformer call and in the image, where
     cpu-tiny's exact gates fail it; a bound tighter than int8's error fails the transformer call, and one
