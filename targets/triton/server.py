@@ -39,7 +39,8 @@ def ensure_env(root: Path = ENV) -> Path:
     model libraries through a .pth file, after its own numpy. The models run the torch, diffusers and
     transformers fluxgate runs, CUDA's or the CPU's, and none of them is downloaded or copied again."""
     path = root / f"python{sys.version_info.major}.{sys.version_info.minor}"  # the stub is built per Python
-    wanted = [sys.version.split()[0], *OWN, *shared_dirs()]
+    shared = shared_dirs()
+    wanted = [sys.version.split()[0], *OWN, *shared]
     stamp = path / "fluxgate-stamp.txt"
     if stamp.is_file() and stamp.read_text() == "\n".join(wanted):
         return path
@@ -53,7 +54,7 @@ def ensure_env(root: Path = ENV) -> Path:
         raise Unavailable(f"could not make Triton's environment in {path}: {done.stderr.strip()[-2000:]}")
     # addsitedir, not a bare path: the shared folders' own .pth files (editable installs) apply there too
     site = next((path / "lib").glob("python3*/site-packages"))
-    (site / "fluxgate-shared.pth").write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in shared_dirs()))
+    (site / "fluxgate-shared.pth").write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in shared))
     stamp.write_text("\n".join(wanted))
     return path
 
