@@ -255,8 +255,10 @@ class Baseline:
             out.append(f"baseline target {baseline_target!r} (the baseline's: {theirs['baseline_target']!r})")
         if theirs["profile"]["name"] != profile.name:
             out.append(f"profile {profile.name!r} (the baseline's: {theirs['profile']['name']!r})")
-        ours = dataclasses.asdict(profile.settings)
+        ours, defaults = dataclasses.asdict(profile.settings), dataclasses.asdict(Settings())
         for key, value in ours.items():
+            if key not in theirs["profile"]["settings"] and value == defaults[key]:
+                continue  # a setting newer than the baseline's fluxgate, left at its default
             if theirs["profile"]["settings"].get(key) != value:
                 out.append(f"setting {key}={value!r} (the baseline's: {theirs['profile']['settings'].get(key)!r})")
         for key in HARDWARE:
@@ -271,6 +273,16 @@ HARDWARE = {  # what a timing depends on
     "CPU count": lambda env: env.get("cpu_count"),
     "GPUs": lambda env: [g.get("name") for g in env.get("gpus", [])],
 }
+
+
+def change(value: float, base: float, better: str | None, tol: Tolerance) -> str:
+    """How VALUE stands against BASE: "regressed" or "improved" past the tolerance's slack in the direction
+    BETTER says, else "same"; "info" for a metric with no direction."""
+    if better is None:
+        return "info"
+    gain = (base - value) if better == "lower" else (value - base)
+    slack = tol.slack(base)
+    return "regressed" if gain < -slack else "improved" if gain > slack else "same"
 
 
 def judge(metric: Metric, nodeid: str, profile: Profile, baseline: Baseline | None) -> Metric:
@@ -293,9 +305,7 @@ def judge(metric: Metric, nodeid: str, profile: Profile, baseline: Baseline | No
     if base is not None and metric.better is not None:
         gated = True
         tol = profile.tolerance_for(metric.name)
-        slack = tol.slack(base)
-        worse = metric.value > base + slack if metric.better == "lower" else metric.value < base - slack
-        if worse:
+        if change(metric.value, base, metric.better, tol) == "regressed":
             reasons.append(f"{metric.name} = {metric.value:.4g}{metric.unit} regressed from the baseline's "
                            f"{base:.4g} by more than {tol.relative:.0%} + {tol.absolute:g}{metric.unit} "
                            f"({metric.better} is better)")

@@ -85,6 +85,16 @@ class LoadResult:
         """Answered requests (images) per second."""
         return self.counts()["ok"] / self.duration if self.duration > 0 else 0.0
 
+    def timeline(self) -> dict[str, list]:
+        """Each request's scheduled, sent and answered times (s from the start; None: never) and how it ended,
+        for the report's latency-over-time chart."""
+        def column(values):
+            return [None if np.isnan(v) else round(v, 6) for v in values]
+
+        o = self.outcomes
+        return {"scheduled": column([x.scheduled for x in o]), "sent": column([x.sent for x in o]),
+                "done": column([x.done for x in o]), "kind": [x.kind for x in o], "slack": self.slack}
+
     def latencies(self) -> list[float]:
         return [o.latency for o in self.outcomes if o.kind == "ok"]
 

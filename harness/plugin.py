@@ -228,7 +228,8 @@ def reference(_oracle):
 
 @pytest.fixture
 def recorder(request) -> Recorder:
-    """This test's Recorder: `recorder.metric("latency.p50", 0.8, "s", better="lower")`, `.image()`, ..."""
+    """This test's Recorder: `recorder.metric("latency.p50", 0.8, "s", better="lower")`, `.image()`,
+    `.comparison()` (target | reference | difference, for the report's gallery), ..."""
     rec = Recorder(request.node.nodeid, request.config.stash[RUN].dir)
     request.node.stash[RECORDER] = rec
     return rec
@@ -295,6 +296,7 @@ class RunLog:
             recording = Recording.from_dict(props[PROPERTY])
             test.metrics, test.images = recording.metrics, recording.images
             test.artifacts, test.notes = recording.artifacts, recording.notes
+            test.comparisons = recording.comparisons
         if TARGET_PROPERTY in props and not self.run.target:
             self.run.target = props[TARGET_PROPERTY]
         if report.when == "teardown":

@@ -41,9 +41,10 @@ class Metric:
 @dataclass
 class Recording:
     metrics: list[Metric] = field(default_factory=list)
-    images: list[dict[str, str]] = field(default_factory=list)     # name, path (relative to the run dir)
+    images: list[dict[str, str]] = field(default_factory=list)     # name, path (relative to the run dir), caption
     artifacts: list[dict[str, str]] = field(default_factory=list)  # name, path
     notes: list[str] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # Recorder.comparison()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,7 +52,7 @@ class Recording:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recording:
         return cls(metrics=[Metric(**m) for m in d["metrics"]], images=d["images"], artifacts=d["artifacts"],
-                   notes=d.get("notes", []))
+                   notes=d.get("notes", []), comparisons=d.get("comparisons", []))
 
 
 def slug(nodeid: str) -> str:
@@ -92,14 +93,27 @@ class Recorder:
         for q in (50, 95, 99):
             self.estimate(f"{prefix}.p{q}", quantile(samples, q / 100), unit, better)
 
-    def image(self, name: str, image: np.ndarray) -> Path:
-        """Save a uint8 (H, W, 3) image as PNG beside the report."""
-        from PIL import Image
-
-        path = self._path(name, ".png")
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
-        self.recording.images.append({"name": name, "path": str(path.relative_to(self.run_dir))})
+    def image(self, name: str, image: np.ndarray, caption: str | None = None) -> Path:
+        """Save a uint8 (H, W, 3) image as PNG beside the report; the caption (a prompt) is shown under it."""
+        path = self._png(name, image)
+        self.recording.images.append({"name": name, "path": str(path.relative_to(self.run_dir)),
+                                      **({"caption": caption} if caption is not None else {})})
         return path
+
+    def comparison(self, name: str, ours: np.ndarray, theirs: np.ndarray, prompt: str | None = None,
+                   metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        """The target's image, the reference's and their difference as a heat-map, for the report's gallery,
+        with the prompt and the metrics of this pair. The difference is amplified so that its largest value is
+        full scale (`gain`), and black where the two are equal to the bit."""
+        ours, theirs = (np.asarray(im, dtype=np.uint8) for im in (ours, theirs))
+        diff = np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).max(axis=-1)
+        gain = 255 / max(int(diff.max()), 1)
+        paths = {role: str(self._png(f"{name}-{role}", im).relative_to(self.run_dir))
+                 for role, im in (("target", ours), ("reference", theirs), ("difference", heat_map(diff * gain)))}
+        entry = {"name": name, "prompt": prompt, **paths, "max_diff": int(diff.max()), "gain": gain,
+                 "metrics": {k: float(v) for k, v in (metrics or {}).items()}}
+        self.recording.comparisons.append(entry)
+        return entry
 
     def artifact(self, name: str, data: str | bytes | dict | list) -> Path:
         """Save text, bytes or JSON beside the report (a NAME with a suffix keeps it: "features.npz")."""
@@ -117,10 +131,28 @@ class Recorder:
         """A sentence the report shows beside the test (e.g. how concurrency was simulated)."""
         self.recording.notes.append(text)
 
+    def _png(self, name: str, image: np.ndarray) -> Path:
+        from PIL import Image
+
+        path = self._path(name, ".png")
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
+        return path
+
     def _path(self, name: str, suffix: str) -> Path:
         folder = self.run_dir / "artifacts" / slug(self.nodeid)
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{slug(name)}{suffix}"
+
+
+def heat_map(levels: np.ndarray) -> np.ndarray:
+    """(H, W) values in 0..255 as an (H, W, 3) uint8 image in matplotlib's perceptually uniform "inferno":
+    black for none (exactly: inferno's own first colour is a trace of blue), through red, to pale yellow."""
+    from matplotlib import colormaps
+
+    levels = np.clip(levels, 0, 255).astype(np.uint8)
+    rgb = colormaps["inferno"](levels, bytes=True)[..., :3]
+    rgb[levels == 0] = 0
+    return rgb
 
 
 @dataclass
@@ -137,6 +169,7 @@ class TestRecord:
     images: list[dict[str, str]] = field(default_factory=list)
     artifacts: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -150,7 +183,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 10000:04d}"
 
 
-SCHEMA_VERSION = "2.0"  # reports/SCHEMA.md documents it; a major change breaks baselines
+SCHEMA_VERSION = "2.1"  # reports/SCHEMA.md documents it; a major change breaks baselines
 FOLDERS = {"unit": "unit", "integration": "integration", "performance": "performance", "quality": "quality",
            "stress": "stress", "edge_cases": "edge_case"}  # suites/<folder> -> category marker
 CATEGORIES = list(FOLDERS.values())

@@ -49,6 +49,7 @@ class Settings:
     benchmark_rounds: int = 5
     # quality
     quality_prompts: int = 4
+    gallery_prompts: int = 8            # the worst of them by PSNR shown in the report's gallery (size)
     consistency_runs: int = 3
     guidance_scales: list[float] = field(default_factory=lambda: [1.0, 3.5, 7.0])
     # learned metrics, from weights on disk (harness/metrics/weights.py)

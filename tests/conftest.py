@@ -1,8 +1,10 @@
-"""Fixtures for fluxgate's own tests: presets in a cache of their own, started in-process targets, the service;
-and the tiers a developer picks from (`make test-fast` runs none of them)."""
+"""Fixtures for fluxgate's own tests: presets in a cache of their own, started in-process targets, the service,
+the default run, headless Chromium for the reports; and the tiers a developer picks from (`make test-fast` runs
+none of them)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +60,36 @@ def service(preset_cache):
     with Service("reference:preset=tiny-dev", "--max-queue", "4", "--header-timeout", "2", "--body-timeout", "2") \
             as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """`python run_tests.py` as a new user first runs it (every suite, cpu-tiny, the pipeline against the
+    reference), in a subprocess, once per session: (exit code, output, report.json, run folder)."""
+    from runs import run_tests
+
+    out = tmp_path_factory.mktemp("default-run")
+    code, output, report = run_tests(out=out, profile=None)  # cpu-tiny, the shipped default
+    return code, output, report, next(out.iterdir())
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium, once per session; a skip naming how to install it where there is none."""
+    from browser import FLAGS, HOW, chromium
+
+    executable = chromium()
+    if executable is None:
+        pytest.skip(f"no Chromium on this machine: {HOW}")
+    sync = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    with sync.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=executable, args=FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where the browser tests leave their screenshots, to be looked at: $FLUXGATE_SCREENSHOTS, else
+    results/screenshots/ in the repository (ignored by git, as every run's output is)."""
+    return Path(os.environ.get("FLUXGATE_SCREENSHOTS", Path(__file__).parents[1] / "results" / "screenshots"))

@@ -25,8 +25,8 @@ def fast_profile(tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_the_default_run_is_a_real_comparison_and_passes(tmp_path):
-    code, output, report = run_tests(out=tmp_path, profile=None)  # cpu-tiny, the shipped default
+def test_the_default_run_is_a_real_comparison_and_passes(default_run):
+    code, output, report, run_dir = default_run
     assert code == 0, output
     assert report["run"]["status"] == "complete" and report["run"]["verdict"] == "pass"
     assert list(report["categories"]) == ["unit", "integration", "performance", "quality", "stress", "edge_case"]
@@ -46,7 +46,6 @@ def test_the_default_run_is_a_real_comparison_and_passes(tmp_path):
     assert report["profile"]["unmatched"] == []
     cold = {m["name"] for m in tests["test_cold_start"]["metrics"]}
     assert {"cold_start.interpreter", "cold_start.imports", "cold_start.load", "cold_start.first_request"} <= cold
-    run_dir = next(tmp_path.iterdir())
     assert {"report.json", "report.html", "junit.xml"} <= {p.name for p in run_dir.iterdir()}
     assert "fluxgate: PASS" in output and "performance" in output
 

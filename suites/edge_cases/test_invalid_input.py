@@ -76,6 +76,7 @@ def test_unusual_prompts_give_images(target, make_request, edge_prompts, profile
         result = call(target, make_request(prompt, height=size, width=size, num_inference_steps=1),
                       profile.get("edge_timeout"))
         assert result.images.shape == (1, size, size, 3), name
+        recorder.image(name, result.images[0], caption=prompt)  # the report must show these as text, inert
     recorder.metric("edge.prompts_served", len(edge_prompts), "prompts")
 
 

@@ -47,13 +47,12 @@ def test_guidance_changes_the_image(target, make_request, recorder):
 def test_equivalent_to_the_reference(target, reference, make_request, recorder):
     request = make_request("A bowl of ripe fruit on a wooden table", seed=3)
     ours, theirs = target.generate(request).images, reference.generate(request).images
-    recorder.metric("equivalence.max_abs_diff", max_abs_diff(ours, theirs), "levels", better="lower")
-    recorder.metric("equivalence.mean_abs_diff", mean_abs_diff(ours, theirs), "levels", better="lower")
-    recorder.metric("equivalence.channel_shift", channel_shift(ours, theirs), "levels", better="lower")
-    recorder.metric("equivalence.psnr", psnr(ours, theirs), "dB", better="higher")
-    recorder.metric("equivalence.ssim", ssim(ours, theirs), better="higher")
-    recorder.image("target", ours[0])
-    recorder.image("reference", theirs[0])
+    recorded = [recorder.metric("equivalence.max_abs_diff", max_abs_diff(ours, theirs), "levels", better="lower"),
+                recorder.metric("equivalence.mean_abs_diff", mean_abs_diff(ours, theirs), "levels", better="lower"),
+                recorder.metric("equivalence.channel_shift", channel_shift(ours, theirs), "levels", better="lower"),
+                recorder.metric("equivalence.psnr", psnr(ours, theirs), "dB", better="higher"),
+                recorder.metric("equivalence.ssim", ssim(ours, theirs), better="higher")]
+    recorder.comparison("equivalence", ours[0], theirs[0], request.prompt, {m.name: m.value for m in recorded})
 
 
 def test_every_smoke_prompt_succeeds(target, make_request, prompts, profile, recorder):

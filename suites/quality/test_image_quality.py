@@ -8,12 +8,13 @@ import pytest
 from harness.metrics import channel_shift, max_abs_diff, mean_abs_diff, psnr, ssim
 
 
-def test_similar_to_the_reference_over_prompts(pairs, recorder):
+def test_similar_to_the_reference_over_prompts(pairs, profile, recorder):
     scores = {name: [metric(a[None], b[None]) for a, b in zip(pairs.ours, pairs.theirs)]
               for name, metric in (("psnr", psnr), ("ssim", ssim), ("mean_abs_diff", mean_abs_diff),
                                    ("channel_shift", channel_shift))}
-    recorder.image("target", pairs.ours[0])
-    recorder.image("reference", pairs.theirs[0])
+    for i in np.argsort(scores["psnr"], kind="stable")[: profile.get("gallery_prompts")]:  # the worst first
+        recorder.comparison(f"prompt-{i}", pairs.ours[i], pairs.theirs[i], pairs.prompts[i],
+                            {f"quality.{name}": values[i] for name, values in scores.items()})
     for name in ("psnr", "ssim"):  # the worst prompt and the average, higher is better
         recorder.metrics(f"quality.{name}", {"mean": float(np.mean(scores[name])), "min": float(np.min(scores[name]))},
                          "dB" if name == "psnr" else "", better="higher")
@@ -37,4 +38,4 @@ def test_guidance_moves_the_image_steadily(target, make_request, profile, record
     steps = [mean_abs_diff(a, b) for a, b in zip(images, images[1:])]
     recorder.metric("quality.guidance.min_step", min(steps), "levels", better="higher")
     for g, im in zip(scales, images):
-        recorder.image(f"guidance-{g}", im[0])
+        recorder.image(f"guidance-{g}", im[0], caption=f"guidance_scale {g}")

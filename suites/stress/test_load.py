@@ -46,7 +46,7 @@ def test_sustained_open_loop(target, profile, recorder, load_request):
     rate, seconds = profile.get("open_rate"), profile.get("open_duration")
     result = open_loop(target.generate, load_request, rate=rate, duration=seconds,
                        poisson=profile.get("open_poisson"), timeout=profile.get("load_timeout"))
-    recorder.artifact("open-loop", result.summary())
+    recorder.artifact("open-loop", {**result.summary(), "timeline": result.timeline()})
     recorder.metric("open_loop.late_fraction", result.late_fraction, better="lower")
     assert result.valid, (f"the load generator fell behind ({result.late_fraction:.1%} late sends at {rate}/s): "
                           "these numbers would understate latency, so the run is invalid")
@@ -120,6 +120,10 @@ def test_memory_is_stable_under_sustained_load(target, profile, recorder, load_r
         result = closed_loop(target.generate, load_request, concurrency=2, count=count)
     assert_accounted(result, recorder, "memory")
     answered = result.answered()
+    recorder.artifact("memory-samples", {"seconds": [t for t, _, _ in mem.samples],
+                                         "host_mib": [h / 2**20 for _, h, _ in mem.samples],
+                                         "device_mib": [d / 2**20 if d is not None else None for *_, d in mem.samples],
+                                         "answered": sorted(t - mem.started for t in answered)})
     recorder.metric("memory.host_per_request", mem.per_request(answered) / 2**20, "MiB/request", better="lower")
     recorder.metric("memory.host_peak", mem.peak_host / 2**20, "MiB", better="lower")
     if mem.peak_device is not None:
