@@ -250,46 +250,57 @@ def ablation(test: dict) -> Chart | None:
     names = list(rows)
     fig, (left, right) = figure(7.2, 0.9 + 0.35 * len(names), cols=2)
     speed = [rows[r]["speedup"] for r in names]
-    left.barh(names, [s["value"] for s in speed], xerr=error_bars(speed), color=ACCENT, capsize=3)
+    bars = error_bars(speed)
+    left.barh(names, [s["value"] for s in speed], xerr=bars if any(map(any, bars)) else None, color=ACCENT,
+              capsize=3)
     left.axvline(1, color=INK, lw=0.8)
-    left.set(xlabel="speed-up (x, median of paired ratios, 90% interval)", title="speed")
+    left.set(xlabel="speed-up (x)", title="speed")
     left.invert_yaxis()
     psnr = [rows[r].get("psnr", {}) for r in names]
     right.barh(range(len(names)), [min(p.get("value", np.nan), 100) for p in psnr],
                color=[COLOURS[p.get("verdict", "none")] for p in psnr])
-    right.set(xlabel="PSNR against the plain pipeline (dB; identical drawn at 100)", title="quality")
+    right.set(xlabel="PSNR (dB)", title="quality")
     right.set_yticks(range(len(names)), [""] * len(names))
     right.invert_yaxis()
     return draw(fig, "ablation: each option against the plain pipeline",
-                "Bars of speed-up with their intervals; the quality bar is coloured by its gate.")
+                "Speed-up: the median of paired ratios against the plain pipeline, with its 90% interval (no "
+                "whisker where too few samples bound it). Quality: PSNR of the row's image against the plain "
+                "pipeline's (identical drawn at 100 dB), coloured by its gate.")
 
 
 def change_chart(rows: list[tuple[str, float, str]], title: str, caption: str = "") -> Chart | None:
     """Horizontal bars of per-cent change, one per (label, change %, verdict), coloured by verdict."""
     if not rows:
         return None
-    rows = sorted(rows, key=lambda r: -abs(r[1]))
-    fig, ax = figure(9.0, 0.8 + 0.2 * len(rows))
-    shown = np.clip([r[1] for r in rows], -200, 200)  # a change past 200% is drawn at the edge, labelled
-    ax.barh(range(len(rows)), shown, color=[COLOURS[r[2]] for r in rows])
-    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
-    for i, (_, change, _) in enumerate(rows):
-        ax.annotate(f"{change:+.1f}%", (shown[i], i), fontsize=6.5, va="center",
-                    xytext=(3 if shown[i] >= 0 else -3, 0), textcoords="offset points",
-                    ha="left" if shown[i] >= 0 else "right")
-    ax.axvline(0, color=INK, lw=0.8)
-    ax.invert_yaxis()
-    low, high = min(shown.min(), 0), max(shown.max(), 0)
-    pad = 0.2 * max(high - low, 1)  # room for the labels beside the longest bars
-    ax.set(xlabel="change (%)", xlim=(low - pad if low < 0 else -pad / 4, high + pad))
-    return draw(fig, title, caption)
+    with style():
+        rows = sorted(rows, key=lambda r: -abs(r[1]))
+        fig, ax = figure(9.0, 0.8 + 0.2 * len(rows))
+        shown = np.clip([r[1] for r in rows], -200, 200)  # a change past 200% is drawn at the edge, labelled
+        ax.barh(range(len(rows)), shown, color=[COLOURS[r[2]] for r in rows])
+        ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
+        for i, (_, change, _) in enumerate(rows):
+            ax.annotate(f"{change:+.1f}%", (shown[i], i), fontsize=6.5, va="center",
+                        xytext=(3 if shown[i] >= 0 else -3, 0), textcoords="offset points",
+                        ha="left" if shown[i] >= 0 else "right")
+        ax.axvline(0, color=INK, lw=0.8)
+        ax.invert_yaxis()
+        low, high = min(shown.min(), 0), max(shown.max(), 0)
+        pad = 0.2 * max(high - low, 1)  # room for the labels beside the longest bars
+        ax.set(xlabel="change (%)", xlim=(low - pad if low < 0 else -pad / 4, high + pad))
+        return draw(fig, title, caption)
 
 
 def baseline_chart(report: dict) -> Chart | None:
-    """Each metric with a baseline and a direction: its change in per cent, coloured by its verdict."""
-    rows = [(f"{m['name']} · {t['nodeid'].split('::')[-1]}", 100 * (m["value"] - m["baseline"]) / abs(m["baseline"]),
-             m["verdict"]) for t in report["tests"] for m in t["metrics"]
-            if m["baseline"] not in (None, 0) and m["better"] is not None]
+    """Each metric with a baseline and a direction: its change in per cent, red where it failed its gate, green
+    where it moved the better way, grey where it moved the worse way within tolerance."""
+    rows = []
+    for t in report["tests"]:
+        for m in (m for m in t["metrics"] if m["baseline"] not in (None, 0) and m["better"] is not None):
+            change = 100 * (m["value"] - m["baseline"]) / abs(m["baseline"])
+            better = change < 0 if m["better"] == "lower" else change > 0
+            arrow = "↓" if m["better"] == "lower" else "↑"
+            rows.append((f"{m['name']} {arrow} · {t['nodeid'].split('::')[-1]}", change,
+                         "regressed" if m["verdict"] == "fail" else "improved" if better else "same"))
     return change_chart(rows, f"against the baseline: {len(rows)} metrics",
-                        "Change from the baseline's value; red failed its gate (a regression past tolerance, or "
-                        "a threshold), green passed.")
+                        "Change from the baseline's value (↓: lower is better, ↑: higher is better). Red failed its "
+                        "gate; green moved the better way; grey moved the worse way, within tolerance.")

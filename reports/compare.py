@@ -23,7 +23,7 @@ import numpy as np
 
 from harness.gates import Baseline, Profile, change
 from harness.metrics.shards import report_path
-from reports.charts import change_chart, draw, figure, style
+from reports.charts import ACCENT, COLOURS, change_chart, draw, figure, style
 from reports.html import environment
 
 TRENDS_PER_CHART = 12  # small multiples, 4 across
@@ -81,23 +81,26 @@ def rows(reports: list[dict], profile: Profile) -> list[Row]:
 def trend_charts(found: list[Row], labels: list[str]) -> list:
     """Each directed metric over the runs, a small chart apiece, twelve to a figure."""
     directed = [r for r in found if r.better is not None]
-    charts = []
-    for start in range(0, len(directed), TRENDS_PER_CHART):
-        chunk = directed[start:start + TRENDS_PER_CHART]
-        fig, axes = figure(7.6, 1.8 * -(-len(chunk) // 4), rows=-(-len(chunk) // 4), cols=4)
-        axes = np.atleast_1d(axes).ravel()
-        for ax, row in zip(axes, chunk):
-            colour = {"regressed": "#c62828", "improved": "#1f8a4c"}.get(row.verdicts[-1], "#2a5db0")
-            ax.plot(range(len(row.values)), row.values, "o-", color=colour, ms=3)
-            ax.set_title(f"{row.metric} ({row.better} better)", fontsize=7)
-            ax.set_xticks(range(len(labels)), labels, fontsize=6)
-            ax.tick_params(labelsize=6)
-        for ax in axes[len(chunk):]:
-            ax.set_visible(False)
-        charts.append(draw(fig, f"trends {start + 1}-{start + len(chunk)} of {len(directed)}",
-                           "Each metric's value in each run, in the order given; red regressed and green improved "
-                           "in the last run against the first."))
-    return charts
+    with style():
+        return [trend_chart(directed[start:start + TRENDS_PER_CHART], start, len(directed), labels)
+                for start in range(0, len(directed), TRENDS_PER_CHART)]
+
+
+def trend_chart(chunk: list[Row], start: int, total: int, labels: list[str]):
+    rows = -(-len(chunk) // 4)
+    fig, axes = figure(7.6, 1.8 * rows, rows=rows, cols=4)
+    axes = np.atleast_1d(axes).ravel()
+    for ax, row in zip(axes, chunk):
+        colour = {"regressed": COLOURS["regressed"], "improved": COLOURS["improved"]}.get(row.verdicts[-1], ACCENT)
+        ax.plot(range(len(row.values)), row.values, "o-", color=colour, ms=3)
+        ax.set_title(f"{row.metric} ({row.better} better)", fontsize=7)
+        ax.set_xticks(range(len(labels)), labels, fontsize=6)
+        ax.tick_params(labelsize=6)
+    for ax in axes[len(chunk):]:
+        ax.set_visible(False)
+    return draw(fig, f"trends {start + 1}-{start + len(chunk)} of {total}",
+                "Each metric's value in each run, in the order given; red regressed and green improved in the last "
+                "run against the first.")
 
 
 def markdown(summary: dict, found: list[Row], labels: list[str]) -> str:
@@ -138,14 +141,13 @@ def compare(paths: list[str], out: Path, profile_name: str | None = None) -> dic
                                                   "summary": summary, "rows": [asdict(r) for r in found]},
                                                  indent=2))
     (out / "compare.md").write_text(markdown(summary, found, labels))
-    bars = [(f"{r.metric} · {r.test.split('::')[-1]}", r.changes[-1], r.verdicts[-1]) for r in found
+    bars = [(f"{r.metric} {'↓' if r.better == 'lower' else '↑'} · {r.test.split('::')[-1]}", r.changes[-1],
+             r.verdicts[-1]) for r in found
             if r.better is not None and r.changes[-1] is not None]
-    with style():
-        chart = change_chart(bars,
-                             f"{labels[-1]} against {labels[0]}: {len(found)} shared metrics",
-                             "Change in per cent; red regressed past the profile's tolerance, green improved past "
-                             "it, grey within it.")
-        trends = trend_charts(found, labels) if len(runs) > 2 else []  # two runs: the change chart says it
+    chart = change_chart(bars, f"{labels[-1]} against {labels[0]}: {len(found)} shared metrics",
+                         "Change in per cent (↓: lower is better, ↑: higher is better); red regressed past the "
+                         "profile's tolerance, green improved past it, grey within it.")
+    trends = trend_charts(found, labels) if len(runs) > 2 else []  # two runs: the change chart says it
     html = environment().get_template("compare.html.j2").render(
         runs=[r for _, r in runs], labels=labels, summary=summary, rows=found, change_chart=chart, trends=trends)
     (out / "compare.html").write_text(html)

@@ -156,6 +156,8 @@ def test_baseline_gate_fails_a_regression_beyond_tolerance(tmp_path, fast_profil
     assert code == 1 and "regressed from the baseline" in output
     p50 = next(m for m in report["tests"][0]["metrics"] if m["name"] == "latency.p50")
     assert p50["baseline"] is not None and p50["value"] > 1.5 * p50["baseline"] and p50["verdict"] == "fail"
+    html = next((tmp_path / "slower").glob("*/report.html")).read_text()
+    assert "<b>against the baseline: 4 metrics</b>" in html  # p50, p95, p99, throughput.sequential: a chart
 
 
 def test_a_target_that_dies_mid_run_still_gets_a_report(tmp_path):
