@@ -251,8 +251,8 @@ class Baseline:
         theirs, out = self.report, []
         if theirs["target"]["spec"] != spec:
             out.append(f"target {spec!r} (the baseline's: {theirs['target']['spec']!r})")
-        if theirs["baseline_target"] != baseline_target:
-            out.append(f"baseline target {baseline_target!r} (the baseline's: {theirs['baseline_target']!r})")
+        if theirs.get("baseline_target") != baseline_target:
+            out.append(f"baseline target {baseline_target!r} (the baseline's: {theirs.get('baseline_target')!r})")
         if theirs["profile"]["name"] != profile.name:
             out.append(f"profile {profile.name!r} (the baseline's: {theirs['profile']['name']!r})")
         ours, defaults = dataclasses.asdict(profile.settings), dataclasses.asdict(Settings())

@@ -21,6 +21,7 @@ COLOURS = {"pass": "#1f8a4c", "fail": "#c62828", "none": "#7a8290", "improved": 
            "regressed": "#c62828", "same": "#7a8290", "info": "#b0b6c2"}
 INK, ACCENT, SECOND = "#1d2330", "#2a5db0", "#d9822b"
 STYLE = {"svg.fonttype": "none",      # text stays text, not outlines: smaller, and searchable in the page
+         "text.parse_math": False,    # a test id or metric name with $...$ in it is text, not TeX
          "svg.hashsalt": "fluxgate",  # the same data draws the same file
          "font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
          "grid.color": "#e3e6ee", "axes.axisbelow": True, "axes.edgecolor": "#9aa1ad", "axes.titlesize": 10}
@@ -74,19 +75,25 @@ def charts(report: dict, run_dir: Path) -> dict[str, list[Chart]]:
     out: dict[str, list[Chart]] = {}
     with style():
         for test in report["tests"]:
-            found = [ramp(test), ablation(test)]
+            found = [attempt(ramp, test), attempt(ablation, test)]
             for a in test["artifacts"]:
                 drawer = next((fn for pattern, fn in ARTIFACTS.items() if fnmatch.fnmatchcase(a["name"], pattern)),
                               None)
                 path = run_dir / a["path"]
                 if drawer and path.is_file():
-                    try:
-                        found.append(drawer(json.loads(path.read_text()), test))
-                    except (KeyError, TypeError, ValueError):  # an artifact of an older fluxgate: no chart,
-                        pass                                    # never a report lost for want of one
+                    found.append(attempt(lambda: drawer(json.loads(path.read_text()), test)))
             if any(found):
                 out[test["nodeid"]] = [c for c in found if c]
     return out
+
+
+def attempt(fn: Callable, *args) -> Chart | None:
+    """A chart, or None where its data is not in the shape it draws (an artifact of an older fluxgate, a hand-made
+    report): a chart is never worth a report lost."""
+    try:
+        return fn(*args)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def span(metric: dict) -> str:
@@ -116,7 +123,7 @@ def latency_distribution(samples: list[float], test: dict) -> Chart:
 
 @artifact("scaling-*")
 def scaling(data: dict, test: dict) -> Chart:
-    dimension = test["nodeid"].rpartition("[")[2].rstrip("]") or "scaling"
+    dimension = test["nodeid"].partition("[")[2].rstrip("]") or "scaling"
     m = values(test)
     slope, r2 = (m.get(f"scaling.{dimension}.{k}", {}).get("value") for k in ("slope", "r2"))
     xs, ys = np.asarray(data["x"], float), np.asarray(data["seconds"], float)
@@ -146,10 +153,12 @@ def ramp(test: dict) -> Chart | None:
     left.set(xlabel="requests in flight", ylabel="images/s", title="throughput", ylim=(0, None))
     for q, colour in (("p50", ACCENT), ("p99", SECOND)):
         points = [(c, m[f"ramp.c{c}.latency.{q}"]) for c in levels if f"ramp.c{c}.latency.{q}" in m]
-        counts = sorted({p["n"] for _, p in points})
+        if not points:
+            continue
+        counts = sorted({p.get("n") or 0 for _, p in points})
         right.plot([c for c, _ in points], [p["value"] for _, p in points], "o-", color=colour,
                    label=f"{q} (n={counts[0]} per level)" if len(counts) == 1 else
-                   f"{q} (n={'/'.join(str(p['n']) for _, p in points)})")
+                   f"{q} (n={'/'.join(str(p.get('n') or 0) for _, p in points)})")
     right.set(xlabel="requests in flight", ylabel="seconds", title="latency", ylim=(0, None))
     right.legend(fontsize=8)
     for ax in (left, right):
@@ -179,7 +188,8 @@ def open_loop(data: dict, test: dict) -> Chart:
     return draw(fig, f"open loop at {data['offered_rate']:.3g}/s offered, {data['throughput']:.3g}/s served, "
                      f"{data['late_fraction']:.1%} late",
                 f"{data['requests']} requests sent on schedule, whatever the answers; a send more than its slack "
-                f"({t['slack'] * 1e3:.1f} ms) behind schedule is late, and over 1% late voids the run.")
+                f"({t['slack'] * 1e3:.1f} ms) behind schedule is late, and more than 1% late (and more than "
+                "one) voids the run.")
 
 
 @artifact("capacity-steps")
@@ -269,7 +279,9 @@ def ablation(test: dict) -> Chart | None:
 
 
 def change_chart(rows: list[tuple[str, float, str]], title: str, caption: str = "") -> Chart | None:
-    """Horizontal bars of per-cent change, one per (label, change %, verdict), coloured by verdict."""
+    """Horizontal bars of per-cent change, one per (label, change %, verdict), coloured by verdict; a change that
+    is not a number (a NaN metric) has no bar."""
+    rows = [r for r in rows if r[1] is not None and np.isfinite(r[1])]
     if not rows:
         return None
     with style():
@@ -290,16 +302,27 @@ def change_chart(rows: list[tuple[str, float, str]], title: str, caption: str = 
         return draw(fig, title, caption)
 
 
+def percent(value: float, base: float) -> float | None:
+    """VALUE's change from BASE in per cent; None from a base of 0."""
+    return 100 * (value - base) / abs(base) if base else None
+
+
+def label(metric: str, better: str | None, nodeid: str) -> str:
+    """A bar's name: the metric, which way is better, the test."""
+    return f"{metric} {'↓' if better == 'lower' else '↑'} · {nodeid.split('::')[-1]}"
+
+
 def baseline_chart(report: dict) -> Chart | None:
     """Each metric with a baseline and a direction: its change in per cent, red where it failed its gate, green
     where it moved the better way, grey where it moved the worse way within tolerance."""
     rows = []
     for t in report["tests"]:
         for m in (m for m in t["metrics"] if m["baseline"] not in (None, 0) and m["better"] is not None):
-            change = 100 * (m["value"] - m["baseline"]) / abs(m["baseline"])
+            change = percent(m["value"], m["baseline"])
+            if not np.isfinite(change):
+                continue  # a NaN metric: no change to draw
             better = change < 0 if m["better"] == "lower" else change > 0
-            arrow = "↓" if m["better"] == "lower" else "↑"
-            rows.append((f"{m['name']} {arrow} · {t['nodeid'].split('::')[-1]}", change,
+            rows.append((label(m["name"], m["better"], t["nodeid"]), change,
                          "regressed" if m["verdict"] == "fail" else "improved" if better else "same"))
     return change_chart(rows, f"against the baseline: {len(rows)} metrics",
                         "Change from the baseline's value (↓: lower is better, ↑: higher is better). Red failed its "

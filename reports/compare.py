@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from harness.gates import Baseline, Profile, change
+from harness.settings import NAMES, Settings
 from harness.metrics.shards import report_path
-from reports.charts import ACCENT, COLOURS, change_chart, draw, figure, style
+from reports.charts import ACCENT, COLOURS, change_chart, draw, figure, label, percent, style
 from reports.html import environment
 
 TRENDS_PER_CHART = 12  # small multiples, 4 across
@@ -61,7 +62,14 @@ def profile_of(report: dict, given: str | None) -> Profile:
             except ValueError:
                 if candidate == given:
                     raise
-    return Profile(report["profile"].get("name", "defaults"))
+    return Profile("defaults")
+
+
+def recorded_profile(report: dict) -> Profile:
+    """The profile a run was made with, as its report recorded it (name and settings), whether or not its file
+    is still here: what another run's differences are stated against."""
+    settings = {k: v for k, v in report["profile"].get("settings", {}).items() if k in NAMES}
+    return Profile(report["profile"]["name"], settings=Settings(**settings))
 
 
 def rows(reports: list[dict], profile: Profile) -> list[Row]:
@@ -73,7 +81,7 @@ def rows(reports: list[dict], profile: Profile) -> list[Row]:
         values = [run[key]["value"] for run in per_run]
         tol = profile.tolerance_for(first["name"])
         out.append(Row(key[0], first["name"], first["unit"], first["better"], values,
-                       [None] + [100 * (v - values[0]) / abs(values[0]) if values[0] else None for v in values[1:]],
+                       [None] + [percent(v, values[0]) for v in values[1:]],
                        [change(v, values[0], first["better"], tol) for v in values[1:]]))
     return out
 
@@ -106,7 +114,7 @@ def trend_chart(chunk: list[Row], start: int, total: int, labels: list[str]):
 def markdown(summary: dict, found: list[Row], labels: list[str]) -> str:
     lines = [f"### fluxgate compare: {labels[-1]} against {labels[0]}", "",
              f"**{summary['regressed']} regressed, {summary['improved']} improved, {summary['same']} within "
-             f"tolerance** ({summary['info']} informational; tolerances of profile `{summary['profile']}`)", ""]
+             f"tolerance** ({summary['info']} informational; tolerances of {summary['tolerances']})", ""]
     lines += [f"> {d}" for d in summary["differences"]]
     changed = [r for r in found if r.verdicts[-1] in ("regressed", "improved")]
     if changed:
@@ -116,7 +124,8 @@ def markdown(summary: dict, found: list[Row], labels: list[str]) -> str:
             mark = "❌" if r.verdicts[-1] == "regressed" else "✅"
             cells = " | ".join(f"{v:.4g} {r.unit}".strip() for v in r.values)
             pct = f"{r.changes[-1]:+.1f}%" if r.changes[-1] is not None else "from 0"
-            lines.append(f"| {mark} | `{r.metric}` | `{r.test.split('::')[-1]}` | {cells} | {pct} |")
+            test = r.test.split("::")[-1].replace("|", "\\|")  # a pipe in a parameter would end the cell
+            lines.append(f"| {mark} | `{r.metric}` | `{test}` | {cells} | {pct} |")
     return "\n".join(lines) + "\n"
 
 
@@ -128,10 +137,12 @@ def compare(paths: list[str], out: Path, profile_name: str | None = None) -> dic
     labels = [r["run"]["id"] for r in reports]
     first = Baseline(runs[0][0])
     differences = [f"{labels[i]}: {d}" for i, r in enumerate(reports[1:], 1)
-                   for d in first.differences(r["target"]["spec"], r["baseline_target"], profile,
-                                              r["environment"])]
+                   for d in first.differences(r["target"]["spec"], r.get("baseline_target"), recorded_profile(r),
+                                              r.get("environment", {}))]
     last = [r.verdicts[-1] for r in found]
-    summary = {"profile": profile.name, "differences": differences, "metrics": len(found),
+    tolerances = f"profile {profile.name}" if profile.path else "the defaults (10%, and each metric's absolute " \
+                                                                 "slack from the catalogue)"
+    summary = {"tolerances": tolerances, "differences": differences, "metrics": len(found),
                "unshared": len({(t["nodeid"], m["name"]) for r in reports for t in r["tests"] for m in t["metrics"]})
                - len(found), **{v: last.count(v) for v in ("regressed", "improved", "same", "info")}}
     out.mkdir(parents=True, exist_ok=True)
@@ -141,10 +152,8 @@ def compare(paths: list[str], out: Path, profile_name: str | None = None) -> dic
                                                   "summary": summary, "rows": [asdict(r) for r in found]},
                                                  indent=2))
     (out / "compare.md").write_text(markdown(summary, found, labels))
-    bars = [(f"{r.metric} {'↓' if r.better == 'lower' else '↑'} · {r.test.split('::')[-1]}", r.changes[-1],
-             r.verdicts[-1]) for r in found
-            if r.better is not None and r.changes[-1] is not None]
-    chart = change_chart(bars, f"{labels[-1]} against {labels[0]}: {len(found)} shared metrics",
+    bars = [(label(r.metric, r.better, r.test), r.changes[-1], r.verdicts[-1]) for r in found if r.better is not None]
+    chart = change_chart(bars, f"{labels[-1]} against {labels[0]}: {len(bars)} metrics with a direction",
                          "Change in per cent (↓: lower is better, ↑: higher is better); red regressed past the "
                          "profile's tolerance, green improved past it, grey within it.")
     trends = trend_charts(found, labels) if len(runs) > 2 else []  # two runs: the change chart says it
@@ -165,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = compare(args.runs, Path(args.out), args.profile)
-    except ValueError as e:
-        print(f"reports.compare: {e}", file=sys.stderr)
+    except (ValueError, KeyError, OSError) as e:  # KeyError: a report.json without a field every report has
+        print(f"reports.compare: {f'a report lacks the field {e}' if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
     print(f"{summary['regressed']} regressed, {summary['improved']} improved, {summary['same']} within tolerance, "
           f"{summary['info']} informational: {Path(args.out) / 'compare.html'}")

@@ -15,19 +15,23 @@ from harness.record import slug
 from reports.charts import ablation_rows, baseline_chart, charts
 
 TEMPLATES = Path(__file__).parent / "templates"
-MAX_SIDE = 512  # pixels: a 1024² image is inlined at half size (a quarter of the bytes); click shows it large
+MAX_SIDE = 512  # pixels: a 1024² image is inlined at half size (a quarter of the bytes); artifacts/ keeps it whole
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
-def encode(path: Path) -> str:
-    """An image file as a data URI, downscaled to MAX_SIDE."""
-    from PIL import Image
+def encode(path: Path, keep_peaks: bool = False) -> str:
+    """An image file as a data URI, downscaled to MAX_SIDE. KEEP_PEAKS (a difference heat-map): each pixel kept
+    is the brightest of those it stands for, so a single differing pixel still shows; else Lanczos."""
+    from PIL import Image, ImageFilter
 
     with Image.open(path) as im:
         if max(im.size) <= MAX_SIDE:
             data = path.read_bytes()
         else:
-            im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+            factor = -(-max(im.size) // MAX_SIDE)
+            if keep_peaks:  # a window reaching factor - 1 each way covers the block that each kept pixel stands for
+                im = im.filter(ImageFilter.MaxFilter(2 * factor - 1))
+            im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.NEAREST if keep_peaks else Image.Resampling.LANCZOS)
             buffer = io.BytesIO()
             im.save(buffer, format="PNG", optimize=True)
             data = buffer.getvalue()
@@ -42,11 +46,12 @@ class Sheet:
         self.classes: dict[str, str] = {}   # relative path -> class
         uris: dict[str, str] = {}           # data URI -> class
         for t in report["tests"]:
-            paths = [im["path"] for im in t["images"]]
-            paths += [c[role] for c in t.get("comparisons", []) for role in ("target", "reference", "difference")]
-            for rel in paths:
+            paths = [(im["path"], False) for im in t["images"]]
+            paths += [(c[role], role == "difference") for c in t.get("comparisons", [])
+                      for role in ("target", "reference", "difference")]
+            for rel, peaks in paths:
                 if rel not in self.classes and (run_dir / rel).is_file():  # a removed artifact is left out
-                    self.classes[rel] = uris.setdefault(encode(run_dir / rel), f"i{len(uris)}")
+                    self.classes[rel] = uris.setdefault(encode(run_dir / rel, peaks), f"i{len(uris)}")
         self.css = "\n".join(f'.{c} {{ background-image: url("{uri}"); }}' for uri, c in uris.items())
 
     def __call__(self, rel: str) -> str:

@@ -83,3 +83,22 @@ def test_compare_html_in_a_browser(runs, tmp_path, browser, screenshots):
     found = inspect(browser, tmp_path / "compare.html", screenshots / "compare.png")
     assert found.clean, found
     assert found.images == 2 and found.verdict_top is not None and found.verdict_top < 100  # changes, trends
+
+
+def test_each_run_is_set_against_the_first_by_its_own_profile(runs, tmp_path):
+    other = json.loads((runs["1"] / "report.json").read_text())
+    other["run"]["id"], other["profile"]["name"] = "other", "cpu-tiny-optimized"
+    del other["baseline_target"]  # as a report of an older fluxgate may lack it
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    same = ["--out", str(tmp_path / "same"), "--profile", "cpu-tiny-optimized"]
+    code, _ = captured(main, [str(runs["1"]), str(runs["1.02"]), *same])
+    assert code == 0 and json.loads((tmp_path / "same" / "compare.json").read_text())["summary"]["differences"] == []
+    code, _ = captured(main, [str(runs["1"]), str(tmp_path / "other.json"), "--out", str(tmp_path / "other")])
+    differences = json.loads((tmp_path / "other" / "compare.json").read_text())["summary"]["differences"]
+    assert "other: profile 'cpu-tiny-optimized' (the baseline's: 'cpu-tiny')" in differences
+
+
+def test_a_report_missing_its_tests_is_a_usage_error(runs, tmp_path):
+    (tmp_path / "broken.json").write_text(json.dumps({"run": {"id": "broken"}, "profile": {"name": "x"}}))
+    code, output = captured(main, [str(runs["1"]), str(tmp_path / "broken.json"), "--out", str(tmp_path)])
+    assert code == 2 and "a report lacks the field 'tests'" in output

@@ -195,3 +195,42 @@ def test_the_default_report_shows_the_verdict_charts_and_galleries_in_a_browser(
     comparisons = sum(len(t["comparisons"]) for t in report["tests"])
     assert comparisons == 1 + 4 and html.count('class="comparison"') == comparisons  # equivalence; 4 prompts
     assert (run_dir / "report.html").stat().st_size < 4 * 2**20  # small enough to attach to a CI run
+
+
+def test_odd_values_and_names_cost_no_report(run_dir):
+    """A NaN metric with a baseline, a test id with TeX's $...$ in it, an unfinished run: still a page, and one
+    that does not say everything passed."""
+    from reports.html import render
+
+    report = json.loads((run_dir / "report.json").read_text())
+    test = next(t for t in report["tests"] if t["nodeid"].endswith("test_latency"))
+    test["nodeid"] += "[$^$ price]"
+    for m in test["metrics"]:
+        m["baseline"] = m["value"] * 2
+    test["metrics"][0]["value"] = float("nan")
+    html = render(report, run_dir)
+    assert "against the baseline: 2 metrics" in html and "warm latency" in html  # the NaN one has no bar
+    report["run"].update(status="interrupted", verdict="error")
+    report["tests"] = [t for t in report["tests"] if t["verdict"] != "fail"]
+    html = render(report, run_dir)
+    assert "This run did not finish (interrupted)" in html and "Every test and gate passed" not in html
+
+
+def test_a_downscaled_heat_map_keeps_a_single_differing_pixel(tmp_path):
+    from PIL import Image
+
+    from harness.record import heat_map
+    from reports.html import encode
+
+    levels = np.zeros((1024, 1024))
+    levels[517, 301] = 255
+    Image.fromarray(heat_map(levels)).save(tmp_path / "difference.png")
+
+    def brightest(uri: str) -> int:
+        import base64
+        import io
+
+        return int(np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",")[1])))).max())
+
+    assert brightest(encode(tmp_path / "difference.png", keep_peaks=True)) > 250
+    assert brightest(encode(tmp_path / "difference.png")) < 100  # what an image's smoothing does to it
