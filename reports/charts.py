@@ -325,5 +325,5 @@ def baseline_chart(report: dict) -> Chart | None:
             rows.append((label(m["name"], m["better"], t["nodeid"]), change,
                          "regressed" if m["verdict"] == "fail" else "improved" if better else "same"))
     return change_chart(rows, f"against the baseline: {len(rows)} metrics",
-                        "Change from the baseline's value (↓: lower is better, ↑: higher is better). Red failed its "
-                        "gate; green moved the better way; grey moved the worse way, within tolerance.")
+                        "Change from the baseline's value (↓: lower is better, ↑: higher is better). Red failed "
+                        "its gate; green moved the better way; grey moved the worse way, within tolerance.")

@@ -80,4 +80,3 @@ def inspect(browser, page_path: Path, screenshot: Path) -> Findings:
         page.screenshot(path=str(screenshot.with_name(screenshot.stem + "-enlarged.png")))
     page.close()
     return found
-

@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SELFTEST = str(Path(__file__).with_name("selftest.toml"))
+PLUGINS = ["-p", "harness.plugin", "-p", "reports.plugin", "-p", "no:cacheprovider"]  # pytest with fluxgate's plugins
 
 
 def command(args: tuple[str, ...], out: Path, profile: str | None) -> list[str]:

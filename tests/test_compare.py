@@ -10,9 +10,8 @@ import pytest
 from browser import inspect
 
 from reports.compare import main
-from runs import captured
+from runs import PLUGINS, captured
 
-PLUGINS = ["-p", "harness.plugin", "-p", "reports.plugin", "-p", "no:cacheprovider"]
 SUITE = '''
 def test_speed(recorder):
     recorder.percentiles("latency", [0.10, 0.11, 0.12, 0.10, 0.13])

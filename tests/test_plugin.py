@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runs import captured
+from runs import PLUGINS, captured
 
-PLUGINS = ["-p", "harness.plugin", "-p", "reports.plugin", "-p", "no:cacheprovider"]
 
 
 def inline(*args: str) -> tuple[int, str]:

@@ -12,9 +12,9 @@ import jsonschema
 import numpy as np
 import pytest
 from browser import inspect
+from runs import PLUGINS
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "reports" / "report.schema.json").read_text())
-PLUGINS = ["-p", "harness.plugin", "-p", "reports.plugin", "-p", "no:cacheprovider"]
 SUITE = '''
 import json, os
 import numpy as np
@@ -103,7 +103,8 @@ def test_comparisons_keep_the_three_images_and_amplify_the_difference(run_dir):
 
     heat = np.asarray(Image.open(run_dir / html["difference"]))
     assert heat[:8].max() == 0 and heat[8:12, 8:12, :2].min() > 200  # black where equal, pale yellow where most
-    assert by_name["same"]["max_diff"] == 0 and np.asarray(Image.open(run_dir / by_name["same"]["difference"])).max() == 0
+    same = by_name["same"]
+    assert same["max_diff"] == 0 and np.asarray(Image.open(run_dir / same["difference"])).max() == 0
 
 
 def test_html_puts_the_verdict_first_and_stands_alone(run_dir):
@@ -156,7 +157,8 @@ def test_a_report_of_hostile_strings_runs_nothing_and_loads_nothing(run_dir, bro
     # were escaping ever to fail, the page's content-security policy would still run no script and load nothing
     planted = run_dir.parent / "planted.html"
     planted.write_text((run_dir / "report.html").read_text().replace(
-        "<body>", '<body><script>alert("ran")</script><img src=x onerror="alert(2)"><img src="http://127.0.0.1:9/x.png">'))
+        "<body>", '<body><script>alert("ran")</script><img src=x onerror="alert(2)">'
+                  '<img src="http://127.0.0.1:9/x.png">'))
     found = inspect(browser, planted, screenshots / "report-planted.png")
     assert found.dialogs == [] and found.requests == [] and len(set(found.blocked)) == 2
     assert all("Content Security Policy" in message for message in found.console)

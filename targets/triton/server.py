@@ -33,6 +33,11 @@ def shared_dirs() -> list[str]:
     return sorted({str(distribution(name).locate_file("")) for name in SHARED})
 
 
+def site_packages(env: Path) -> Path:
+    """The serving environment's site-packages folder."""
+    return next((env / "lib").glob("python3*/site-packages"))
+
+
 def ensure_env(root: Path = ENV) -> Path:
     """The serving environment under ROOT, made on first use and kept while its stamp holds: a venv of this
     Python with only the server and numpy < 2 installed (seconds), which reaches this environment's torch and
@@ -53,8 +58,8 @@ def ensure_env(root: Path = ENV) -> Path:
     if done.returncode:
         raise Unavailable(f"could not make Triton's environment in {path}: {done.stderr.strip()[-2000:]}")
     # addsitedir, not a bare path: the shared folders' own .pth files (editable installs) apply there too
-    site = next((path / "lib").glob("python3*/site-packages"))
-    (site / "fluxgate-shared.pth").write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in shared))
+    lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in shared)
+    (site_packages(path) / "fluxgate-shared.pth").write_text(lines)
     stamp.write_text("\n".join(wanted))
     return path
 
@@ -90,7 +95,7 @@ class TritonServer:
 
     def start(self) -> TritonServer:
         env = ensure_env()
-        site = next((env / "lib").glob("python3*/site-packages"))
+        site = site_packages(env)
         dist = site / "pytriton" / "tritonserver"
         backends = self.dir / "backends"  # the python backend with the stub for the environment's Python
         shutil.copytree(dist / "backends", backends)
