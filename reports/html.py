@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     report.json alone; a report drawn by an older fluxgate is drawn anew)."""
     import argparse
     import json
+    import sys
 
     parser = argparse.ArgumentParser(prog="python -m reports.html", description=main.__doc__.split(":", 1)[1])
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             report = json.loads((folder / "report.json").read_text())
         except (OSError, ValueError) as e:
-            print(f"{folder}: no readable report.json ({e})")
+            print(f"reports.html: {folder}: no readable report.json ({e})", file=sys.stderr)
             code = 2
             continue
         (folder / "report.html").write_text(render(report, folder))
