@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from harness import environment
+from harness import environment, images
 from harness.cache import cache_dir
 from harness.isolated import Isolated
 from harness.target import Target, get_target_class, make_target, parse_spec
@@ -58,6 +58,12 @@ def read_json(path: Path) -> dict:
 
 def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def request_fields(request: GenerationRequest) -> dict[str, Any]:
+    """Every field of the request, an input image as its digest (its pixels, however they were given)."""
+    image = None if request.image is None else images.digest(request.image)
+    return {**dataclasses.asdict(dataclasses.replace(request, image=None)), "image": image}
 
 
 def key_of(fields: dict[str, Any]) -> str:
@@ -150,7 +156,7 @@ class Oracle:
         if self._identity is None:
             self._identity = renderer_identity(self.name)
         return {"target": self.name, "weights": self.weights_hash(), "renderer": self._identity,
-                "options": options, "request": dataclasses.asdict(request)}
+                "options": options, "request": request_fields(request)}
 
     def defaults(self) -> dict[str, str]:
         """The reference's options as the SPEC would give them when it leaves them out."""

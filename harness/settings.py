@@ -16,6 +16,8 @@ class Settings:
     steps: int = 4
     warmup: int = 1                     # requests before timing: the first one pays for lazy initialisation
     latency_runs: int = 5               # warm latency samples; p95 needs 59 and p99 299 to be gated (95% bound)
+    image_fit: str = "preferred"        # an edit's input at Kontext's ~1 MP (harness.images.FITS), as diffusers
+                                        # sizes it by default; "request": at the request's size
     # load tests: small requests, so the engine, not the model, is what is exercised
     load_size: int = 64
     load_steps: int = 1
@@ -63,6 +65,7 @@ class Settings:
     hypothesis_examples: int = 25
     # hostile clients (HTTP targets)
     oversize_body: int = 20 * 2**20     # bytes: far past any sane request, small enough to send in a blink
+    oversize_upload: int = 200 * 2**20  # bytes of an image upload: refused from its length, never read
     abandon_steps: int = 1000           # a request its client walks away from: the contract's most steps, so a
                                         # service that does not cancel it stays busy for minutes
     abandon_after: float = 1.0          # seconds the client waits before it walks away

@@ -15,6 +15,7 @@ import urllib.parse
 from numbers import Integral, Real
 from typing import Any, Callable
 
+from harness import images
 from harness.types import GenerationRequest, GenerationResult, InvalidRequest
 
 
@@ -37,6 +38,9 @@ class Capabilities:
                                  # as it does a timestep, so past float32's 3.4e38 the embedding overflows
     max_prompt_chars: int = 20_000  # per prompt, checked before tokenizing: T5's 512 tokens are about 2,000
                                     # characters of English, so this leaves room for prompts cut on purpose
+    images: bool = False         # takes an input image to edit (a FLUX.1-Kontext model)
+    max_image_side: int = 4096   # pixels of an input image: Kontext sees it at about 1 MP whatever its size,
+                                 # so more only costs the upload and the resize
     remote: bool = False         # served by another process or host: a fresh client is not a fresh server,
                                  # and this process's memory is not the server's
 
@@ -105,6 +109,13 @@ def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool =
     seed = request.seed
     if seed is not None and (not integer(seed) or ranges and not 0 <= seed < 2**63 - caps.max_batch):
         fail("seed", seed, f"must be None or an integer from 0 to {2**63 - caps.max_batch - 1}")
+    if request.image_fit not in images.FITS:
+        fail("image_fit", request.image_fit, f"must be one of {', '.join(map(repr, images.FITS))}")
+    if request.image is not None:
+        if not caps.images:
+            images.fail(request.image, "this target does not take an input image (a FLUX.1-Kontext model does)")
+        if ranges:
+            images.pixels(request.image, caps.max_image_side)
 
 
 def unicode(text: str) -> bool:

@@ -30,15 +30,18 @@ def timed_generate(target: Target, request: GenerationRequest) -> GenerationResu
     return result
 
 
-def paired_ratios(target: Target, baseline: Target, request: GenerationRequest, rounds: int) -> list[float]:
-    """Baseline time / target time for REQUEST, ROUNDS times, after one warm-up each: each round times both
-    on the same request in alternating order, so drift in the machine affects both sides of a ratio alike."""
-    timed_generate(target, request), timed_generate(baseline, request)
+def paired_ratios(target: Target, baseline: Target, request: GenerationRequest, rounds: int,
+                  baseline_request: GenerationRequest | None = None) -> list[float]:
+    """Baseline time / target time, ROUNDS times, after one warm-up each: each round times both in alternating
+    order, so drift in the machine affects both sides of a ratio alike. The baseline is timed on
+    BASELINE_REQUEST where given (the same target on another request: an edit against text to image)."""
+    sides = [(target, request), (baseline, baseline_request or request)]
+    for t, r in sides:
+        timed_generate(t, r)
     ratios = []
     for i in range(rounds):
-        pair = (target, baseline) if i % 2 == 0 else (baseline, target)
-        times = {t: timed_generate(t, request).timings["total"] for t in pair}
-        ratios.append(times[baseline] / times[target])
+        times = [timed_generate(t, r).timings["total"] for t, r in (sides if i % 2 == 0 else sides[::-1])]
+        ratios.append(times[1] / times[0] if i % 2 == 0 else times[0] / times[1])
     return ratios
 
 

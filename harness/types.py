@@ -18,6 +18,10 @@ class GenerationRequest:
     num_images: int = 1              # per prompt
     lora: str | None = None          # a LoRA the target offers (Target.loras()), applied for this request
     lora_scale: float = 1.0          # its strength: 0 leaves the model as it is
+    # an image to edit (FLUX.1-Kontext): uint8 (H, W, 3) RGB, or bytes or a path (harness.images.pixels);
+    # None: text to image. Not compared: an array has no single truth value (golden keys use its digest)
+    image: Any = field(default=None, compare=False)
+    image_fit: str = "preferred"     # the size the model sees it at (harness.images.FITS)
 
     @property
     def prompts(self) -> list[str]:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import images
+
 DATA = Path(__file__).resolve().parents[1] / "harness" / "data"
 
 
@@ -33,3 +35,22 @@ def load_request(profile, make_request):
     size = profile.get("load_size")
     return lambda i: make_request(f"load request {i}", height=size, width=size,
                                   num_inference_steps=profile.get("load_steps"), seed=i)
+
+
+@pytest.fixture
+def editor(target):
+    """The target, where it takes an image to edit (a FLUX.1-Kontext model); the test skips, saying why, where
+    it does not."""
+    if not target.capabilities.images:
+        pytest.skip(f"{target.name} takes no input image: its model is text to image (a Kontext model edits)")
+    return target
+
+
+@pytest.fixture(scope="session")
+def make_edit(profile, make_request):
+    """make_edit(prompt, **fields): a request to edit the card (harness.images.card) at the profile's size and
+    steps, the input sized by the profile's image_fit."""
+    size = profile.get("size")
+    card = images.card(size, size)
+    return lambda prompt="make the disc red", **fields: make_request(
+        prompt, **{"image": card, "image_fit": profile.get("image_fit"), **fields})

@@ -1,10 +1,14 @@
 """The HTTP target: a text-to-image service over HTTP, in one of three protocols.
 
     openai   POST /v1/images/generations: prompt, n, size "WxH", b64_json; seed, num_inference_steps,
-             guidance_scale (and lora, lora_scale) as extension fields
-    a1111    POST /sdapi/v1/txt2img, as AUTOMATIC1111's web UI and its clones (Forge) serve it
+             guidance_scale (and lora, lora_scale) as extension fields. An edit: POST /v1/images/edits,
+             multipart, the image a file part and the rest form fields
+    a1111    POST /sdapi/v1/txt2img, as AUTOMATIC1111's web UI and its clones (Forge) serve it; an edit:
+             /sdapi/v1/img2img with the image base64 in init_images
     raw      POST /generate (or `path`): the request's fields as JSON in, image bytes out, one image a call,
-             the shape of a Modal endpoint such as /flux-dev
+             the shape of a Modal endpoint such as /flux-dev; an edit adds the image base64 as "image"
+
+An edit's image goes as the bytes it was given, or an array as lossless PNG; image_fit goes as a field.
 
 A request the protocol cannot carry in one call (several prompts; several images, for raw) goes as several
 calls with the seeds the contract gives image i (seed + i), so a batch still equals single requests.
@@ -27,6 +31,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from harness import images
 from harness.target import Capabilities, Target, check_request
 from harness.types import GenerationRequest, GenerationResult, InvalidRequest, Overloaded, TargetError, Unavailable
 
@@ -34,6 +39,7 @@ from harness.types import GenerationRequest, GenerationResult, InvalidRequest, O
 class Protocol:
     name: str
     path: str
+    edit_path: str | None = None  # where an edit goes; None: the same path, the image in the body
     batch: bool = True   # one call carries n images of one prompt
     lora: bool = True    # the protocol has fields for a LoRA
     names: dict[str, str] = {}  # the contract's field -> the protocol's, where they differ (the server's errors
@@ -42,12 +48,22 @@ class Protocol:
     def body(self, request: GenerationRequest, prompt: str, n: int, seed: int | None) -> dict:
         raise NotImplementedError
 
+    def content(self, request: GenerationRequest, prompt: str, n: int, seed: int | None) -> dict:
+        """httpx's arguments for one call: the JSON body, or for an edit the protocol's way to send an image."""
+        body = self.body(request, prompt, n, seed)
+        if request.image is None:
+            return {"json": body}
+        return self.edit(body | {"image_fit": request.image_fit}, images.encode(request.image))
+
+    def edit(self, body: dict, image: bytes) -> dict:
+        raise NotImplementedError
+
     def images(self, response: httpx.Response) -> list[bytes]:
         raise NotImplementedError
 
 
 class OpenAI(Protocol):
-    name, path = "openai", "/v1/images/generations"
+    name, path, edit_path = "openai", "/v1/images/generations", "/v1/images/edits"
     names = {"num_images": "n"}
 
     def body(self, request, prompt, n, seed):
@@ -56,13 +72,18 @@ class OpenAI(Protocol):
                 "guidance_scale": request.guidance_scale}
         return body | ({"lora": request.lora, "lora_scale": request.lora_scale} if request.lora else {})
 
+    def edit(self, body, image):  # multipart, as OpenAI's edits take it: the image a file, the rest form fields
+        fields = {k: str(v) for k, v in body.items() if v is not None}
+        return {"data": fields, "files": {"image": ("image.png", image, "image/png")}}
+
     def images(self, response):
         return [base64.b64decode(item["b64_json"]) for item in response.json()["data"]]
 
 
 class A1111(Protocol):
-    name, path, lora = "a1111", "/sdapi/v1/txt2img", False
-    names = {"num_inference_steps": "steps", "guidance_scale": "distilled_cfg_scale", "num_images": "batch_size"}
+    name, path, edit_path, lora = "a1111", "/sdapi/v1/txt2img", "/sdapi/v1/img2img", False
+    names = {"num_inference_steps": "steps", "guidance_scale": "distilled_cfg_scale", "num_images": "batch_size",
+             "image": "init_images"}
 
     def body(self, request, prompt, n, seed):
         if seed is not None and seed < 0:
@@ -70,6 +91,9 @@ class A1111(Protocol):
         return {"prompt": prompt, "width": request.width, "height": request.height,
                 "steps": request.num_inference_steps, "seed": -1 if seed is None else seed, "batch_size": n,
                 "n_iter": 1, "cfg_scale": 1.0, "distilled_cfg_scale": request.guidance_scale, "sampler_name": "Euler"}
+
+    def edit(self, body, image):  # img2img: the image base64 in init_images; Kontext has no denoising strength
+        return {"json": body | {"init_images": [base64.b64encode(image).decode("ascii")]}}
 
     def images(self, response):
         return [base64.b64decode(image.split(",", 1)[-1]) for image in response.json()["images"]]  # data: URLs too
@@ -83,6 +107,9 @@ class Raw(Protocol):
                 "num_inference_steps": request.num_inference_steps, "guidance_scale": request.guidance_scale,
                 "seed": seed}
         return body | ({"lora": request.lora, "lora_scale": request.lora_scale} if request.lora else {})
+
+    def edit(self, body, image):
+        return {"json": body | {"image": base64.b64encode(image).decode("ascii")}}
 
     def images(self, response):
         return [response.content]
@@ -130,7 +157,7 @@ class HttpTarget(Target):
     follow_redirects = False
 
     def __init__(self, url: str, protocol: str = "openai", path: str | None = None, timeout: str | float = 600.0,
-                 retries: str | int = 2, pool: str | int = 64, reference: str | None = None):
+                 retries: str | int = 2, pool: str | int = 64, reference: str | None = None, edits: str = ""):
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol={protocol!r}: must be one of {', '.join(PROTOCOLS)}")
         self.url, self.protocol = url.rstrip("/"), PROTOCOLS[protocol]
@@ -141,7 +168,8 @@ class HttpTarget(Target):
                              "retries >= 0, pool >= 1")
         self.reference = reference
         self.server: dict = {}   # fluxgate's service describes itself at /info; other servers do not
-        self.capabilities = Capabilities(lora=False, remote=True)
+        # fluxgate's service says at /info whether it edits images; another server is taken at its user's word
+        self.capabilities = Capabilities(lora=False, remote=True, images=edits.lower() in ("1", "true", "yes"))
         self.client: httpx.Client | None = None
 
     def headers(self) -> dict[str, str]:
@@ -174,11 +202,12 @@ class HttpTarget(Target):
             raise Unavailable(f"{self.url} is not ready: {error_of(ready)[0]}")
         return info
 
-    def send(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
+    def send(self, method: str, path: str, **content) -> httpx.Response:
+        """One call; `content` is httpx's json=, or data= and files=."""
         if self.client is None:
             raise Unavailable(f"{self.url}: not started")
         try:
-            return self.client.request(method, path, json=body)
+            return self.client.request(method, path, **content)
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             raise Unavailable(f"{self.url}: cannot connect ({type(e).__name__}: {e})") from None
         except httpx.TimeoutException:
@@ -193,7 +222,7 @@ class HttpTarget(Target):
         status = response.status_code
         if status < 300:
             return response
-        where = f"HTTP {status} from {self.path}"
+        where = f"HTTP {status} from {response.request.url.path}"
         message, param = error_of(response)
         if status in (401, 403):
             state = "was refused" if self.headers() else "is not set"
@@ -221,10 +250,11 @@ class HttpTarget(Target):
     def generate(self, request: GenerationRequest) -> GenerationResult:
         check_request(request, self.capabilities, ranges=False)  # the ranges are the server's to judge
         started = time.perf_counter()
-        images, timings, truncated, redirects, served = [], defaultdict(float), set(), 0, {}
+        got_images, timings, truncated, redirects, served = [], defaultdict(float), set(), 0, {}
+        path = self.path if request.image is None else self.protocol.edit_path or self.path
         for j, prompt, n, seed in self.calls(request):
             sent = time.perf_counter()
-            response = self.check(self.send("POST", self.path, self.protocol.body(request, prompt, n, seed)))
+            response = self.check(self.send("POST", path, **self.protocol.content(request, prompt, n, seed)))
             timings["http"] += time.perf_counter() - sent
             redirects += len(response.history)
             for name, seconds in server_timing(response.headers.get("server-timing", "")).items():
@@ -242,13 +272,13 @@ class HttpTarget(Target):
             if len(got) != n or wrong:
                 raise TargetError(f"asked for {n} image(s) of {request.width}x{request.height}, got {len(got)}"
                                   f"{f' with shapes {wrong}' if wrong else ''}")
-            images += got
+            got_images += got
         info = {**served, "protocol": self.protocol.name, "calls": len(self.calls(request)), "redirects": redirects}
         if "truncated_prompts" in served:  # only a server that reports truncation can say there was none
             info["truncated_prompts"] = sorted(truncated)
         if self.first_call is None:
             self.first_call = (request, time.perf_counter() - started)
-        return GenerationResult(np.stack(images), dict(timings), info)
+        return GenerationResult(np.stack(got_images), dict(timings), info)
 
     def health(self) -> bool:
         try:

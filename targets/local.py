@@ -89,8 +89,10 @@ class LocalTarget(Target):
         if self.max_queue < 0:
             raise ValueError(f"max_queue={max_queue!r}: must be >= 0")
         guidance = json.loads((self.path / "transformer" / "config.json").read_text()).get("guidance_embeds", False)
+        self.kontext = "Kontext" in json.loads((self.path / "model_index.json").read_text()).get("_class_name", "")
         self.capabilities = Capabilities(components=self.components, local_gpu=self.device.type == "cuda",
-                                         max_queue=self.max_queue, guidance=guidance, lora=self.lora)
+                                         max_queue=self.max_queue, guidance=guidance, lora=self.lora,
+                                         images=self.kontext)
         self._admitted = threading.BoundedSemaphore(1 + self.max_queue)  # running + waiting
         self._running = threading.Lock()
 

@@ -1,4 +1,5 @@
-"""diffusers' FluxPipeline in process, from a preset or a user's FLUX directory.
+"""diffusers' FluxPipeline in process (FluxKontextPipeline for a Kontext model), from a preset or a user's FLUX
+directory.
 
 Its components (text encoders, one transformer call, the VAE decoder, the sampling pieces) are exposed with
 the reference's signatures and called the way FluxPipeline calls them, so the unit suite tests diffusers'
@@ -12,10 +13,12 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
-from harness import cancel
+from harness import cancel, images
 from harness.target import check_request
 from harness.types import GenerationRequest, GenerationResult
 from targets.local import LocalTarget, seeds, to_uint8, truncated
@@ -32,9 +35,10 @@ class PipelineTarget(LocalTarget):
     pipe = None  # loaded by start()
 
     def start(self) -> None:
-        from diffusers import FluxPipeline
+        from diffusers import FluxKontextPipeline, FluxPipeline
 
-        self.pipe = FluxPipeline.from_pretrained(self.path, dtype=self.dtype).to(self.device)
+        pipeline = FluxKontextPipeline if self.kontext else FluxPipeline
+        self.pipe = pipeline.from_pretrained(self.path, dtype=self.dtype).to(self.device)
         self.pipe.set_progress_bar_config(disable=True)
 
     def close(self) -> None:
@@ -87,6 +91,28 @@ class PipelineTarget(LocalTarget):
         x = x / vae.config.scaling_factor + vae.config.shift_factor
         return pipe.image_processor.postprocess(vae.decode(x, return_dict=False)[0], output_type="pt")
 
+    @torch.inference_mode()
+    def encode_image(self, image: np.ndarray) -> Tensor:
+        """(H, W, 3) uint8 -> the VAE's latents (1, 16, H/8, W/8), as FluxKontextPipeline prepares and encodes
+        its input (at the image's own size: the caller has fitted it)."""
+        pipe = self.pipe
+        x = pipe.image_processor.preprocess(Image.fromarray(image), *image.shape[:2])  # (1, 3, H, W) in [-1, 1]
+        return pipe._encode_vae_image(x.to(self.device, self.dtype), generator=None)
+
+    def edit(self, request: GenerationRequest) -> dict:
+        """FluxKontextPipeline's arguments beyond FluxPipeline's: the image to edit and how it is sized, and
+        max_area, which it would otherwise use to resize the output to about 1 MP whatever the request said."""
+        if not self.kontext:
+            return {}
+        area = {"max_area": request.height * request.width}
+        if request.image is None:
+            return area
+        if request.image_fit == "preferred":  # diffusers' own choice of size, so the reference's is checked
+            image = images.pixels(request.image, self.capabilities.max_image_side)
+        else:                                 # no such option in diffusers: fitted here, then taken as it is
+            image = images.source(request, self.capabilities.max_image_side)
+        return {**area, "image": Image.fromarray(image), "_auto_resize": request.image_fit == "preferred"}
+
     @contextmanager
     def lora_applied(self, name: str | None, scale: float):
         """The LoRA active at `scale` for one request, loaded on its first use and kept; the plain model after."""
@@ -110,7 +136,8 @@ class PipelineTarget(LocalTarget):
             return self.pipe(prompt=request.prompt, num_images_per_prompt=request.num_images, height=request.height,
                              width=request.width, num_inference_steps=request.num_inference_steps,
                              guidance_scale=request.guidance_scale, generator=generators, output_type=output_type,
-                             max_sequence_length=self.max_sequence_length, callback_on_step_end=_check_cancel).images
+                             max_sequence_length=self.max_sequence_length, callback_on_step_end=_check_cancel,
+                             **self.edit(request)).images
 
     def render(self, request: GenerationRequest) -> GenerationResult:
         start = time.perf_counter()

@@ -37,10 +37,13 @@ def unpack(packed: Tensor, height: int, width: int) -> Tensor:
     return FluxPipeline._unpack_latents(packed, height, width, VAE_SCALE)
 
 
-def img_ids(height: int, width: int) -> Tensor:
-    # (h/2 * w/2, 3) float32 on the CPU: (0, row, col) per packed token
-    return FluxPipeline._prepare_latent_image_ids(1, height // (VAE_SCALE * 2), width // (VAE_SCALE * 2), "cpu",
-                                                  torch.float32)
+def img_ids(height: int, width: int, t: int = 0) -> Tensor:
+    # (h/2 * w/2, 3) float32 on the CPU: (t, row, col) per packed token; t=1 for an image to edit, set as
+    # FluxKontextPipeline.prepare_latents sets it
+    ids = FluxPipeline._prepare_latent_image_ids(1, height // (VAE_SCALE * 2), width // (VAE_SCALE * 2), "cpu",
+                                                 torch.float32)
+    ids[..., 0] = t
+    return ids
 
 
 @dataclass(frozen=True)

@@ -53,11 +53,12 @@ def started():
 
 @pytest.fixture(scope="session")
 def service(preset_cache):
-    """fluxgate's HTTP service serving tiny-dev (one worker, a queue of 4) on a free port of 127.0.0.1, with
-    2 s header and body timeouts, so the suites' slow-client tests take seconds, not the defaults' ten."""
+    """fluxgate's HTTP service serving tiny-kontext (one worker, a queue of 4) on a free port of 127.0.0.1,
+    with 2 s header and body timeouts, so the suites' slow-client tests take seconds, not the defaults' ten.
+    A Kontext model draws from text as well as editing, so the suites through it test both."""
     from targets.service.launch import Service
 
-    with Service("reference:preset=tiny-dev", "--max-queue", "4", "--header-timeout", "2", "--body-timeout", "2") \
+    with Service("reference:preset=tiny-kontext", "--max-queue", "4", "--header-timeout", "2", "--body-timeout", "2") \
             as running:
         yield running
 

@@ -19,7 +19,7 @@ class Flawed(ReferenceTarget):
     name = "flawed"
 
     def __init__(self, delay: str = "0", noise: str = "0", colour_shift: str = "0", ignore_seed: str = "",
-                 ignore_lora: str = "", raise_on: str = "", leak_mb: str = "0", fail_after: str = "0",
+                 ignore_lora: str = "", ignore_image: str = "", raise_on: str = "", leak_mb: str = "0", fail_after: str = "0",
                  die_after: str = "0", refuse_start: str = "", **options):
         super().__init__(**options)
         self.delay = float(delay)                # seconds added to every request
@@ -27,6 +27,7 @@ class Flawed(ReferenceTarget):
         self.colour_shift = int(colour_shift)    # added to the red channel
         self.ignore_seed = bool(ignore_seed)     # every request runs with seed 0
         self.ignore_lora = bool(ignore_lora)     # a LoRA is accepted and not applied
+        self.ignore_image = bool(ignore_image)   # an image to edit is accepted and not looked at
         self.raise_on = raise_on                 # TargetError for prompts containing this word
         self.leak_mb = float(leak_mb)            # memory kept forever per request
         self.fail_after = int(fail_after)        # then every request raises TargetError, as a dead server would
@@ -51,6 +52,8 @@ class Flawed(ReferenceTarget):
             request = dataclasses.replace(request, seed=0)
         if self.ignore_lora:
             request = dataclasses.replace(request, lora=None)
+        if self.ignore_image and request.image is not None:  # the same image whatever it is given
+            request = dataclasses.replace(request, image=np.zeros((64, 64, 3), np.uint8))
         time.sleep(self.delay)
         self.hoard.append(np.ones(int(self.leak_mb * 2**20), np.uint8))  # ones: the pages are touched
         result = super().generate(request)

@@ -18,6 +18,7 @@ FLAWS = [  # flaw, the suite that must catch it, a test that must fail there
     ("raise_on=cat", "edge_case", "test_unusual_prompts_give_images"),
     ("leak_mb=40", "stress", "test_memory_is_stable_under_sustained_load"),
     ("colour_shift=12", "integration", "test_equivalent_to_the_reference"),
+    ("ignore_image=1,preset=tiny-kontext", "integration", "test_the_input_image_decides_the_edit"),
 ]
 
 

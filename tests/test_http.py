@@ -56,7 +56,7 @@ def test_timings_keep_the_server_and_the_client_apart(service):
     t = result.timings
     assert {"http", "client.decode", "server.queue", "server.compute", "server.denoise"} <= set(t)
     assert t["server.compute"] >= t["server.denoise"] > 0 and t["http"] >= t["server.compute"]
-    assert result.info["model"] == "tiny-dev" and result.info["calls"] == 1
+    assert result.info["model"] == "tiny-kontext" and result.info["calls"] == 1
 
 
 @pytest.mark.server
@@ -75,7 +75,7 @@ def test_the_capabilities_and_reference_come_from_the_service(service):
         caps = target.capabilities
         assert caps.remote and not caps.components and caps.max_queue == 4 and caps.lora
         assert target.loras() == ["tiny-style"]
-        assert target.reference_spec() == "reference:preset=tiny-dev,dtype=fp32,device=cpu,max_sequence_length=512"
+        assert target.reference_spec() == "reference:preset=tiny-kontext,dtype=fp32,device=cpu,max_sequence_length=512"
         assert target.health()
     with make_target(f"{service.url}?protocol=a1111") as target:
         assert not target.capabilities.lora and target.loras() == []  # the protocol has no LoRA field

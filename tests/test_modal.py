@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from harness import images
 from harness.target import make_target
 from harness.types import GenerationRequest, Unavailable
 from targets.modal import endpoint_url
@@ -89,3 +90,14 @@ def test_a_real_modal_endpoint():
     with make_target(os.environ["FLUXGATE_MODAL_TARGET"]) as target:
         result = target.generate(GenerationRequest("A beautiful landscape with mountains and a lake", 512, 512, 4))
     assert result.images.shape == (1, 512, 512, 3) and result.images.std() > 0
+
+
+@pytest.mark.server
+def test_an_edit_goes_as_the_raw_protocol_sends_it(service, started):
+    """The image base64 in the raw body, to a Kontext model behind the endpoint (the session's service,
+    named as an endpoint: this is the Modal target's wire, not the stand-in's cold start)."""
+    request = GenerationRequest("make the disc red", 64, 64, 2, seed=3, image=images.card(64, 64),
+                                image_fit="request")
+    with make_target(f"modal://me/app/flux?endpoint={service.url}&path=/generate&edits=1") as target:
+        edit = target.generate(request).images
+    assert np.array_equal(edit, started("reference:preset=tiny-kontext").generate(request).images)

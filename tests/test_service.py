@@ -5,17 +5,28 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from harness import images
 from harness.types import Unavailable
+from targets.service.app import b64
 from targets.process import free_port
 from targets.service.launch import Service
 from runs import metrics, run_suites
 
 pytestmark = pytest.mark.server
-OPENAI = "/v1/images/generations"
+OPENAI, EDITS = "/v1/images/generations", "/v1/images/edits"
+PNG = images.encode(images.card(64, 64))
+
+
+@dataclass
+class Form:
+    """A multipart body: form fields and file parts."""
+    data: dict[str, str]
+    files: dict[str, bytes]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +42,8 @@ def test_integration_edge_and_stress_suites_pass_over_http(service, tmp_path):
     assert code == 0, output[-3000:]
     assert report["target"]["name"] == "http" and report["target"]["capabilities"]["remote"]
     assert metrics(report, "test_equivalent_to_the_reference")["equivalence.max_abs_diff"] == 0  # lossless: exact
+    assert metrics(report, "test_an_edit_is_equivalent_to_the_references")["equivalence.max_abs_diff"] == 0
+    assert metrics(report, "test_an_oversize_upload_is_refused_before_it_is_read")["hostile.upload_refused"] < 5
     overflow = metrics(report, "test_overflow_is_refused_cleanly_then_served")
     assert overflow["overflow.answers.overloaded"] >= 1 and overflow["overflow.answers.ok"] >= 1
     assert overflow["overflow.answers.error"] == overflow["overflow.answers.timeout"] == 0
@@ -44,6 +57,8 @@ def test_the_other_protocols_give_the_reference_images(service, tmp_path, protoc
     assert code == 0, output[-3000:]
     assert metrics(report, "test_equivalent_to_the_reference")["equivalence.max_abs_diff"] == 0
     assert metrics(report, "test_a_batch_equals_single_requests")["batch.max_abs_diff"] <= 1
+    assert metrics(report, "test_an_edit_is_equivalent_to_the_references")["equivalence.max_abs_diff"] == 0
+    assert metrics(report, "test_an_edit_batch_equals_single_requests")["batch.max_abs_diff"] <= 1
 
 
 BAD = [  # path, body, status, the field the error must name, words of the rule
@@ -63,12 +78,32 @@ BAD = [  # path, body, status, the field the error must name, words of the rule
     ("/sdapi/v1/txt2img", {"prompt": "a", "width": 64, "height": 64, "batch_size": 9}, 400, "batch_size", "limit"),
     ("/generate", {"prompt": "a", "width": 64, "height": 64, "seed": -1}, 400, "seed", "None or an integer"),
     ("/generate", [1, 2], 422, "body", "valid dictionary"),
+    # edits (the service's model is Kontext): bad images are named, in each protocol's name for the field
+    (EDITS, Form({"prompt": "a", "size": "64x64"}, {"image": b"plain text"}), 400, "image", "identify"),
+    (EDITS, Form({"prompt": "a", "size": "64x64"}, {"image": PNG[:100]}), 400, "image", "truncated"),
+    (EDITS, Form({"prompt": "a", "size": "64x64"}, {"image": images.png_header(0, 64)}), 400, "image", "identify"),
+    (EDITS, Form({"prompt": "a", "size": "64x64"}, {"image": images.png_header(9000, 64)}), 400, "image",
+     "from 16 to 4096"),
+    (EDITS, Form({"prompt": "a", "size": "64x64"}, {}), 422, "image", "required"),
+    (EDITS, Form({"prompt": "a", "n": "two"}, {"image": PNG}), 422, "n", "valid integer"),
+    (EDITS, Form({"prompt": "a", "size": "64x64"}, {"image": PNG, "mask": PNG}), 400, "mask", "not supported"),
+    (EDITS, Form({"prompt": "a", "size": "64x64", "image_fit": "stretch"}, {"image": PNG}), 400, "image_fit",
+     "one of"),
+    ("/sdapi/v1/img2img", {"prompt": "a", "width": 64, "height": 64, "init_images": ["%%%"]}, 400, "init_images",
+     "base64"),
+    ("/sdapi/v1/img2img", {"prompt": "a", "width": 64, "height": 64, "init_images": []}, 422, "init_images",
+     "at least 1"),
+    ("/sdapi/v1/img2img", {"prompt": "a", "width": 64, "height": 64, "init_images": [b64(PNG[:100])]}, 400,
+     "init_images", "truncated"),
+    ("/generate", {"prompt": "a", "width": 64, "height": 64, "image": b64(images.png_header(64, 0))}, 400, "image",
+     "identify"),
 ]
 
 
 @pytest.mark.parametrize("path,body,status,field,rule", BAD, ids=[f"{p}-{f}-{s}" for p, _, s, f, _ in BAD])
 def test_a_bad_request_is_answered_with_the_field_and_the_rule(service, path, body, status, field, rule):
-    response = httpx.post(service.url + path, json=body, timeout=30)
+    sent = {"data": body.data, "files": body.files} if isinstance(body, Form) else {"json": body}
+    response = httpx.post(service.url + path, **sent, timeout=30)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["param"] == field and error["message"].startswith(field) and rule in error["message"], error
@@ -84,7 +119,7 @@ def test_health_ready_and_info(service):
     assert sorted(rounds)[10] < 0.02, f"median round trip {sorted(rounds)[10] * 1000:.0f} ms: Nagle is on"
     assert httpx.get(f"{service.url}/ready").json()["status"] == "ready"
     info = httpx.get(f"{service.url}/info").json()
-    assert info["reference_spec"] == "reference:preset=tiny-dev,dtype=fp32,device=cpu,max_sequence_length=512"
+    assert info["reference_spec"] == "reference:preset=tiny-kontext,dtype=fp32,device=cpu,max_sequence_length=512"
     assert info["capabilities"]["max_queue"] == 4 and info["loras"] == ["tiny-style"]
 
 

@@ -1,10 +1,12 @@
-"""A real Triton Inference Server (from the nvidia-pytriton wheel, in its own environment) serving tiny-dev
-from fluxgate's model repository: the unit, integration, edge-case and stress suites pass through it over
-HTTP, images are the in-process reference's, gRPC works too, and a model that cannot load is reported with
+"""A real Triton Inference Server (from the nvidia-pytriton wheel, in its own environment) serving tiny-kontext
+(which edits and also draws from text) from fluxgate's model repository: the unit, integration, edge-case and
+stress suites pass through it over HTTP, images and edits are the in-process reference's, gRPC works too, a
+bad input image is refused while the server keeps serving, and a model that cannot load is reported with
 Triton's reason instead of a hang. One server for the module: the model that cannot load is loaded on it
 while it runs. The serving environment (numpy < 2, this torch) is kept while its stamp holds."""
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import time
@@ -14,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from harness import images
 from harness.target import make_target
-from harness.types import GenerationRequest, Unavailable
+from harness.types import GenerationRequest, InvalidRequest, Unavailable
 from helpers import FP32
 from runs import metrics, run_suites
 from targets.process import free_port
 from targets.triton.server import TritonServer, ensure_env
+from targets.triton.wire import inputs_of
 
 pytestmark = pytest.mark.triton
 
@@ -29,7 +33,7 @@ pytestmark = pytest.mark.triton
 
 @pytest.fixture(scope="module")
 def triton(preset_cache):
-    with TritonServer(preset="tiny-dev") as server:
+    with TritonServer(preset="tiny-kontext") as server:
         yield server
 
 
@@ -44,14 +48,33 @@ def test_the_suites_pass_through_triton(triton, tmp_path):
     equivalence = metrics(report, "test_equivalent_to_the_reference")
     assert equivalence["equivalence.max_abs_diff"] <= FP32.max_levels
     assert equivalence["equivalence.mean_abs_diff"] <= FP32.mean_levels
+    edit = metrics(report, "test_an_edit_is_equivalent_to_the_references")  # no metrics, a KeyError, if skipped
+    assert edit["equivalence.max_abs_diff"] <= FP32.max_levels
+    assert edit["equivalence.mean_abs_diff"] <= FP32.mean_levels
 
 
 def test_grpc_gives_the_reference_images_and_triton_statistics(triton, started):
     request = GenerationRequest(["a red fox", "a lighthouse"], 64, 64, 2, seed=5, num_images=2)
     with make_target(f"triton://{triton.grpc_url}?protocol=grpc") as target:
         result = target.generate(request)
-    assert np.array_equal(result.images, started("reference").generate(request).images)  # the same torch
+    assert np.array_equal(result.images, started("reference:preset=tiny-kontext").generate(request).images)
     assert result.timings["server.compute_infer"] > 0 and result.timings["infer"] >= result.timings["server.queue"]
+
+
+def test_an_edit_is_the_references_and_a_bad_image_is_refused_by_the_server_which_serves_on(triton, started):
+    # the preferred fit: the model sees the input at 1248 x 832, so its tokens and ids are not the image's
+    edit = GenerationRequest("make the disc red", 64, 64, 2, seed=3, image=images.card(32, 48))
+    with make_target(f"triton://{triton.grpc_url}?protocol=grpc") as target:
+        assert target.capabilities.images  # read from the served weights' model_index.json
+        assert np.array_equal(target.generate(edit).images,
+                              started("reference:preset=tiny-kontext").generate(edit).images)
+        # sides under 16: the client refuses it, and so does the server when it is sent past the client
+        tiny = np.zeros((8, 8, 3), np.uint8)
+        with pytest.raises(InvalidRequest, match=r"image=<uint8 array 8x8x3>: is 8x8"):
+            target.generate(dataclasses.replace(edit, image=tiny))
+        with pytest.raises(InvalidRequest, match=r"image=<uint8 array 8x8x3>: is 8x8.*INVALID_ARG"):
+            target.infer("flux", inputs_of(edit, target.capabilities.max_image_side) | {"image": tiny}, ["images"])
+        assert target.generate(dataclasses.replace(edit, image_fit="request")).images.shape == (1, 64, 64, 3)
 
 
 def test_a_model_that_fails_to_load_is_unavailable_with_tritons_reason(triton):

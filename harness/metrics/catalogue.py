@@ -73,6 +73,8 @@ PERFORMANCE = [
     Definition("energy.joules_per_image", "J", "lower", 1.0, "GPU board energy per image over warm requests "
                "(NVML's counter)"),
     Definition("energy.gpu_utilisation", "%", "higher", 2.0, "mean share of time a kernel ran while they did"),
+    Definition("edit.latency_ratio.r*", "x", "lower", 0.05, "an edit's latency over text to image's at the same "
+               "size r x r: median of paired ratios"),
     Definition("speedup", "x", "higher", 0.02, "median of paired ratios, baseline target time / target time"),
     Definition("ablation.*.speedup", "x", "higher", 0.02, "an ablation row (an optimized target's options) "
                "against the plain pipeline on the same weights: median of paired ratios"),
@@ -97,6 +99,8 @@ INTEGRATION = [
                "against the reference: a colour cast"),
     Definition("equivalence.psnr", "dB", "higher", 0.5),
     Definition("equivalence.ssim", "", "higher", 0.001),
+    Definition("edit.input_mean_abs_diff", "levels", "higher", LEVELS, "an edit against the same edit of the "
+               "input turned half round: the input image decides the edit"),
     Definition("success_rate", "", "higher", doc="share of the smoke prompts that gave an image"),
     Definition("lora.scale0_max_abs_diff", "levels", "lower", LEVELS, "a LoRA at strength 0 against none"),
     Definition("lora.scale1_mean_abs_diff", "levels", "higher", LEVELS, "a LoRA at strength 1 against none"),
@@ -110,6 +114,10 @@ QUALITY = [
     Definition("quality.ssim.min", "", "higher", 0.001),
     Definition("quality.mean_abs_diff.max", "levels", "lower", 0.1, "the worst prompt's mean pixel difference"),
     Definition("quality.channel_shift.max", "levels", "lower", 0.1, "the worst prompt's colour cast"),
+    Definition("edit.identity.ssim", "", "higher", 0.01, "an edit asked to change nothing against its input: "
+               "what of the input survives (a trained Kontext keeps most; random weights none)"),
+    Definition("edit.identity.psnr", "dB", "higher", 0.5, "the same, as PSNR"),
+    Definition("edit.identity.lpips", "", "lower", 0.005, "the same, as LPIPS (0: the input kept whole)"),
     Definition("quality.consistency.max_abs_diff", "levels", "lower", LEVELS, "the same request repeated"),
     Definition("quality.guidance.min_step", "levels", "higher", LEVELS, "the smallest change between guidance "
                "scales in a row"),
@@ -144,6 +152,8 @@ STRESS = [
     *[dataclasses.replace(d, better=None) for d in _percentiles("ramp.c*.latency", "closed-loop latency at "
                                                                  "concurrency c (informational: the ramp's shape)")],
     Definition("ramp.c*.throughput", "images/s", "higher", 0.01, "closed-loop throughput at concurrency c"),
+    *_percentiles("edit_load.latency", "closed-loop latency of edits, each uploading its own input"),
+    Definition("edit_load.throughput", "images/s", "higher", 0.01, "edits per second kept busy"),
     *_percentiles("open_loop.latency", "open-loop latency from each request's scheduled time"),
     Definition("open_loop.throughput", "images/s", "higher", 0.01),
     Definition("open_loop.late_fraction", "", "lower", 0.01, "sends that started later than their slack"),
@@ -154,8 +164,11 @@ STRESS = [
 
 EDGE_CASE = [
     Definition("edge.prompts_served", "prompts", None),
+    Definition("edge.odd_inputs_edited", "inputs", None, doc="tiny, strip-shaped and large input images edited"),
     Definition("edge.property.*", "requests", None, doc="hypothesis' requests served and refused"),
     Definition("hostile.oversize_refused", "s", "lower", 0.5, "seconds to refuse a body past the size limit"),
+    Definition("hostile.upload_refused", "s", "lower", 0.5, "seconds to refuse an image upload past the size "
+               "limit"),
     Definition("hostile.freed_after_abandon", "s", "lower", 0.5, "the next request's latency after three clients "
                "walked away from the longest requests: one step's wait where work is cancelled"),
     Definition("hostile.quick_alone", "s", None, doc="that request's latency on an idle server, to compare"),

@@ -70,6 +70,31 @@ def test_an_oversize_body_is_refused_before_it_is_read(http, body, make_request,
     still_serves(http, make_request, profile)
 
 
+def test_an_oversize_upload_is_refused_before_it_is_read(http, make_request, profile, recorder):
+    """An image to edit past the body limit (a 200 MB upload: a camera's raw file, a video sent by mistake) is
+    refused from its Content-Length, its bytes unread, and the server keeps serving."""
+    if not http.capabilities.images:
+        pytest.skip(f"{http.url} does not edit images")
+    if not http.url.startswith("http://"):
+        pytest.skip("the raw-socket client speaks plain HTTP")
+    size = profile.get("oversize_upload")
+    kind = "multipart/form-data; boundary=fluxgate" if http.protocol.name == "openai" else "application/json"
+
+    def upload(parts):
+        lines = [f"POST {http.protocol.edit_path or http.path} HTTP/1.1", f"Host: {parts.netloc}",
+                 f"Content-Type: {kind}", f"Content-Length: {size}", *(f"{k}: {v}" for k, v in http.headers().items())]
+        yield ("\r\n".join(lines) + "\r\n\r\n").encode()
+        for _ in range(size >> 20):
+            yield bytes(1 << 20)
+
+    seconds, said = hold(http.url, upload, profile.get("slow_client_limit"))
+    recorder.metric("hostile.upload_refused", seconds, "s")
+    status = said.split(b" ", 2)[1] if said.startswith(b"HTTP/") else b"none"
+    assert status.startswith(b"4"), f"a {size:,}-byte upload was answered {said[:200]!r}"
+    assert status == b"413" or not http.server, f"fluxgate's service answers 413: {said[:200]!r}"
+    still_serves(http, make_request, profile)
+
+
 def test_a_lone_surrogate_in_text_is_a_4xx(http, body, make_request, profile):
     """Problem 2: JSON's \\ud800 escape makes a string that no tokenizer or UTF-8 answer takes: it was a 500,
     in the prompt of every protocol and in A1111's negative_prompt."""

@@ -1,14 +1,18 @@
 """Bad input gets a clear InvalidRequest naming the field, never a TargetError, a crash or a hang; unusual
-but valid input gets an image; and the target keeps serving throughout."""
+but valid input gets an image; and the target keeps serving throughout. For a target that edits, the same of
+its input image: bad ones refused by name, odd but valid ones edited."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import images
 from harness.types import GenerationRequest, InvalidRequest
 
 
@@ -135,3 +139,44 @@ def test_any_request_gives_images_or_names_its_problem(target, profile, recorder
     check()
     recorder.metrics("edge.property", seen, "requests")
     assert call(target, GenerationRequest("a cat", 64, 64, 1), timeout).images.shape == (1, 64, 64, 3)
+
+
+BAD_IMAGES = [  # name, value (or a function of the card and the capabilities), words of the rule
+    ("not-an-image", b"plain text, not an image", "identify"),
+    ("truncated-png", lambda card, caps: images.encode(card)[:100], "decodable"),
+    ("empty-file", b"", "identify"),
+    ("no-pixels", np.zeros((0, 64, 3), np.uint8), "no pixels"),
+    ("under-16-pixels", np.zeros((8, 8, 3), np.uint8), "from 16"),
+    ("huge-sides", lambda card, caps: images.png_header(caps.max_image_side + 1, 64), "from 16 to"),
+    ("float-pixels", np.zeros((64, 64, 3), np.float32), "uint8"),
+    ("two-channels", np.zeros((64, 64, 2), np.uint8), "RGB"),
+    ("a-number", 42, "must be a uint8 array"),
+]
+
+
+@pytest.mark.parametrize("value,rule", [v[1:] for v in BAD_IMAGES], ids=[v[0] for v in BAD_IMAGES])
+def test_a_bad_image_is_refused_by_name(editor, make_edit, profile, value, rule):
+    request = make_edit()
+    value = value(request.image, editor.capabilities) if callable(value) else value
+    with pytest.raises(InvalidRequest) as refused:
+        call(editor, dataclasses.replace(request, image=value), profile.get("edge_timeout"))
+    assert "image" in str(refused.value) and rule in str(refused.value), refused.value
+
+
+def test_an_image_for_a_text_only_target_is_refused(target, make_request, profile):
+    if target.capabilities.images:
+        pytest.skip(f"{target.name} takes input images")
+    with pytest.raises(InvalidRequest, match="image"):
+        call(target, make_request(image=images.card(64, 64)), profile.get("edge_timeout"))
+
+
+def test_odd_inputs_are_edited(editor, make_edit, profile, recorder):
+    """Tiny, strip-shaped and longest-sided inputs: each is fitted (harness.images.fit) and edited."""
+    side = editor.capabilities.max_image_side
+    odd = {"tiny": (16, 16), "tall-strip": (256, 16), "wide-strip": (16, 256), "longest-side": (side // 16, side)}
+    request = make_edit()
+    for name, (height, width) in odd.items():
+        edit = call(editor, dataclasses.replace(request, image=images.card(height, width)),
+                    profile.get("edge_timeout")).images
+        assert edit.shape == (1, request.height, request.width, 3), f"{name} input ({width}x{height}): {edit.shape}"
+    recorder.metric("edge.odd_inputs_edited", len(odd), "inputs")

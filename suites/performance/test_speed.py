@@ -173,3 +173,14 @@ def test_benchmark_one_request(target, make_request, profile, recorder, benchmar
     benchmark.pedantic(target.generate, args=(request,), rounds=profile.get("benchmark_rounds"), iterations=1,
                        warmup_rounds=1)
     recorder.metrics("benchmark", {"median": benchmark.stats.stats.median, "iqr": benchmark.stats.stats.iqr}, "s")
+
+
+def test_edit_latency_against_text_to_image(editor, make_edit, make_request, profile, recorder):
+    """What the input image costs: an edit's latency over text to image's at the same size and steps, per
+    resolution (the median of paired ratios and its interval). Kontext appends the input's tokens, so at the
+    request's size (image_fit "request") attention runs over twice the tokens."""
+    sizes = profile.get("scaling_resolution")
+    for size in sizes:
+        edit, plain = make_edit(height=size, width=size), make_request(height=size, width=size)
+        ratios = paired_ratios(editor, editor, edit, profile.get("speedup_runs"), baseline_request=plain)
+        recorder.estimate(f"edit.latency_ratio.r{size}", quantile([1 / r for r in ratios], 0.5), "x", better="lower")

@@ -1,5 +1,5 @@
-"""What the quality suite's comparisons share: the target's and the reference's images over the prompt set,
-rendered once for every test that compares them."""
+"""What the quality suite's comparisons share: the target's and the reference's images over the prompt set
+(and their edits of the card, for a target that edits), rendered once for every test that compares them."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
+from harness import images
 
 
 @dataclass
@@ -20,19 +22,49 @@ class Pairs:
 
 
 @pytest.fixture(scope="module")
-def pairs(target, _oracle, prompt_set, make_request, profile) -> Pairs:
+def pairs(rendered) -> Pairs:
     """One image per prompt from the target and from the reference, and the reference's through a batch, for
     the profile's first quality_prompts prompts of the set. A prompt's seed comes from its text, so its images
-    are the same in any set, and runs over shards of a set draw the images of one run over the whole. The
-    reference's renderer, if a miss started one, is closed before the tests run."""
+    are the same in any set, and runs over shards of a set draw the images of one run over the whole."""
+    return rendered["text"]
+
+
+@pytest.fixture(scope="module")
+def edit_pairs(target, rendered) -> Pairs:
+    """The same for edits of the card (make_edit), where the target edits."""
+    if "edit" not in rendered:
+        pytest.skip(f"{target.name} takes no input image: there are no edits to compare")
+    return rendered["edit"]
+
+
+@pytest.fixture(scope="module")
+def rendered(target, _oracle, prompt_set, make_request, make_edit, profile) -> dict[str, Pairs]:
+    """Pairs from text ("text") and, where the target edits, of edits ("edit"), rendered in one go: the
+    reference's renderer, if a miss started one, starts once and is closed before the tests run."""
     chosen = prompt_set[: profile.get("quality_prompts")]
-    ours, theirs, floor = [], [], []
+    kinds = {"text": make_request, **({"edit": make_edit} if target.capabilities.images else {})}
     try:
-        for prompt in chosen:
-            request = make_request(prompt.text, seed=zlib.crc32(prompt.text.encode()))
-            ours.append(target.generate(request).images[0])
-            theirs.append(_oracle.generate(request).images[0])
-            floor.append(_oracle.generate(dataclasses.replace(request, num_images=2)).images[0])
+        return {kind: render(target, _oracle, chosen, make) for kind, make in kinds.items()}
     finally:
         _oracle.close()
+
+
+def render(target, oracle, chosen, make) -> Pairs:
+    ours, theirs, floor = [], [], []
+    for prompt in chosen:
+        request = make(prompt.text, seed=zlib.crc32(prompt.text.encode()))
+        ours.append(target.generate(request).images[0])
+        theirs.append(oracle.generate(request).images[0])
+        floor.append(oracle.generate(dataclasses.replace(request, num_images=2)).images[0])
     return Pairs([p.text for p in chosen], *map(np.stack, (ours, theirs, floor)))
+
+
+@pytest.fixture(scope="module")
+def identity_edit(target, make_edit) -> tuple[np.ndarray, np.ndarray]:
+    """(input, edit) for a prompt that asks for no change, the input at the edit's size: what of the input an
+    edit keeps."""
+    if not target.capabilities.images:
+        pytest.skip(f"{target.name} takes no input image: there is no edit to keep it")
+    request = make_edit("Keep the image exactly as it is. Change nothing.", seed=1)
+    edit = target.generate(request).images[0]
+    return images.resized(images.pixels(request.image), *edit.shape[:2]), edit

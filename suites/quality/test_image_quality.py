@@ -9,11 +9,30 @@ from harness.metrics import channel_shift, max_abs_diff, mean_abs_diff, psnr, ss
 
 
 def test_similar_to_the_reference_over_prompts(pairs, profile, recorder):
+    record_similarity(pairs, profile, recorder, "prompt")
+
+
+def test_edits_similar_to_the_references_over_prompts(edit_pairs, profile, recorder):
+    """The same gates for edits of the card: the target's edit against the reference's, prompt by prompt."""
+    record_similarity(edit_pairs, profile, recorder, "edit")
+
+
+def test_an_edit_that_asks_for_no_change_keeps_the_input(identity_edit, recorder):
+    """How much of the input survives an edit whose prompt asks for none (reported: a trained Kontext keeps
+    most of it; the tiny presets' random weights keep none)."""
+    source, edit = identity_edit
+    recorder.metric("edit.identity.ssim", ssim(edit[None], source[None]), better="higher")
+    recorder.metric("edit.identity.psnr", psnr(edit[None], source[None]), "dB", better="higher")
+    recorder.image("identity-input", source, caption="the input, at the edit's size")
+    recorder.image("identity-edit", edit, caption="its edit by 'Keep the image exactly as it is. Change nothing.'")
+
+
+def record_similarity(pairs, profile, recorder, name: str) -> None:
     scores = {name: [metric(a[None], b[None]) for a, b in zip(pairs.ours, pairs.theirs)]
               for name, metric in (("psnr", psnr), ("ssim", ssim), ("mean_abs_diff", mean_abs_diff),
                                    ("channel_shift", channel_shift))}
     for i in np.argsort(scores["psnr"], kind="stable")[: profile.get("gallery_prompts")]:  # the worst first
-        recorder.comparison(f"prompt-{i}", pairs.ours[i], pairs.theirs[i], pairs.prompts[i],
+        recorder.comparison(f"{name}-{i}", pairs.ours[i], pairs.theirs[i], pairs.prompts[i],
                             {f"quality.{name}": values[i] for name, values in scores.items()})
     for name in ("psnr", "ssim"):  # the worst prompt and the average, higher is better
         recorder.metrics(f"quality.{name}", {"mean": float(np.mean(scores[name])), "min": float(np.min(scores[name]))},

@@ -64,6 +64,11 @@ def test_lpips_against_the_reference(lpips, pairs, recorder):
     recorder.note(f"LPIPS ({lpips.net}) over {len(d)} prompts")
 
 
+def test_an_edit_that_asks_for_no_change_keeps_the_input_by_lpips(lpips, identity_edit, recorder):
+    source, edit = identity_edit
+    recorder.metric("edit.identity.lpips", float(lpips(edit[None], source[None])[0]), better="lower")
+
+
 def test_clip_score(clip, pairs, embeddings, recorder):
     from harness.metrics.semantic import score
 

@@ -1,4 +1,5 @@
-"""Load: a concurrency ramp, a sustained open-loop rate, overflow and recovery, memory over time.
+"""Load: a concurrency ramp, a sustained open-loop rate, overflow and recovery, memory over time, and image
+uploads for a target that edits.
 
 Every request is accounted for: an image, Overloaded (429), or InvalidRequest (4xx), and the counts are
 recorded. A request that went missing, never answered, found the target unreachable or got a TargetError
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness import images
 from harness.load import closed_loop, open_loop
 from harness.memory import MemorySampler, gpu_index
 
@@ -39,6 +41,23 @@ def test_concurrency_ramp(target, profile, recorder, load_request):
         assert result.latencies(), f"no request answered at concurrency {c}"
         recorder.percentiles(f"ramp.c{c}.latency", result.latencies(), "s", better=None)
         recorder.metric(f"ramp.c{c}.throughput", result.throughput, "images/s", better="higher")
+
+
+def test_image_uploads_under_load(editor, profile, recorder, make_edit):
+    """Edits kept busy at the target's concurrency, each carrying its own input (a card of its own size, so no
+    two uploads are alike): every one answered, none lost, throughput recorded."""
+    size = profile.get("load_size")
+
+    def edit(i):
+        card = images.card(size + 16 * (i % 4), size)  # four shapes of input, each fitted to the request
+        return make_edit(f"edit under load {i}", image=card, height=size, width=size,
+                         num_inference_steps=profile.get("load_steps"), seed=i)
+
+    result = closed_loop(editor.generate, edit, concurrency=editor.capabilities.busy,
+                         count=profile.get("throughput_requests"))
+    assert_accounted(result, recorder, "edit_load")
+    recorder.percentiles("edit_load.latency", result.latencies(), "s", better="lower")
+    recorder.metric("edit_load.throughput", result.throughput, "images/s", better="higher")
 
 
 def test_sustained_open_loop(target, profile, recorder, load_request):

@@ -1,9 +1,13 @@
 """Components one by one, where the target exposes them: text encoders, one transformer step, the VAE
-decoder, and the pipeline's pure functions (packing, ids, the schedule and its shift)."""
+decoder, and the pipeline's pure functions (packing, ids, the schedule and its shift); for a target that edits,
+the VAE encoder and the conditioning tokens' packing and ids."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+
+from harness import images
 
 
 @pytest.fixture
@@ -60,3 +64,31 @@ def test_schedule_and_shift(parts):
         assert len(sigmas) == steps + 1 and sigmas[0] == 1 and sigmas[-1] == 0 and (sigmas[1:] < sigmas[:-1]).all()
     if shift.dynamic:  # larger images spend longer at high noise
         assert (s.get_schedule(8, 4096, shift)[1:-1] > s.get_schedule(8, 256, shift)[1:-1]).all()
+
+
+@pytest.fixture
+def encoder(parts):
+    if not parts.capabilities.images:
+        pytest.skip(f"{parts.name} takes no input image, so it has no image encoding to test")
+    return parts
+
+
+def test_vae_encode(encoder, profile):
+    size = profile.get("load_size")
+    card = images.card(size, size)
+    z = encoder.encode_image(card)
+    assert z.shape == (1, 16, size // 8, size // 8) and torch.isfinite(z).all()     # 8x down, 16 channels
+    assert torch.equal(z, encoder.encode_image(card)), "the encoder's mode, not a sample: an image encodes alike"
+    assert not torch.equal(z, encoder.encode_image(np.ascontiguousarray(card[::-1]))), "two images, one encoding"
+
+
+@pytest.mark.parametrize("height,width", [(16, 16), (64, 128)])
+def test_conditioning_tokens_and_ids(encoder, height, width):
+    s = encoder.sampling
+    z = encoder.encode_image(images.card(height, width))
+    tokens = s.pack(z)                                                            # (1, L_cond, 64)
+    assert tokens.shape == (1, (height // 16) * (width // 16), 64)
+    assert torch.equal(s.unpack(tokens, height, width), z)
+    ids, cond = s.img_ids(height, width), s.img_ids(height, width, t=1)
+    assert (ids[:, 0] == 0).all() and (cond[:, 0] == 1).all(), "the input's tokens are told apart by t = 1"
+    assert torch.equal(cond[:, 1:], ids[:, 1:]), "with the rows and columns of an image of its size"

@@ -32,6 +32,8 @@ VERSION = 2  # part of the cache path: bump it when what a preset builds changes
 class Tiny:
     """A small FLUX; the defaults make 512x512 at 4 steps take about a second on a CPU."""
     guidance: bool = True                    # dev-style guidance embedding; schnell has none
+    kontext: bool = False                    # FLUX.1-Kontext: the same model, saved as FluxKontextPipeline,
+                                             # which edits an input image (its VAE encoder is used)
     hidden: int = 64                         # transformer width = heads x head dim
     heads: int = 2
     axes_dim: tuple[int, ...] = (4, 14, 14)  # RoPE bands over (t, h, w), as FLUX's (16, 56, 56) of 128
@@ -50,6 +52,7 @@ class Tiny:
 PRESETS: dict[str, Tiny] = {
     "tiny-dev": Tiny(guidance=True),
     "tiny-schnell": Tiny(guidance=False),
+    "tiny-kontext": Tiny(kontext=True, seed=1),  # its own weights: another model, as Kontext is
 }
 
 
@@ -95,7 +98,8 @@ def save_lora(transformer: nn.Module, path: Path, key: str, rank: int = 4) -> Pa
 
 
 def build(tiny: Tiny):
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxPipeline, \
+        FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
@@ -122,8 +126,9 @@ def build(tiny: Tiny):
     # dev shifts its schedule by image size; schnell is distilled to run unshifted (as the real configs say)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True) if tiny.guidance \
         else FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False)
-    return FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer)
+    pipeline = FluxKontextPipeline if tiny.kontext else FluxPipeline
+    return pipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                    text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer)
 
 
 def fill(module: nn.Module, key: str) -> None:

@@ -1,4 +1,5 @@
-"""Noise, latent packing, position ids, the shifted schedule and the flow-matching Euler sampler.
+"""Noise, latent packing, position ids, the shifted schedule and the flow-matching Euler sampler, with an image to
+edit appended as Kontext conditions on one.
 
 After black-forest-labs/flux (src/flux/sampling.py); the schedule is computed the way diffusers'
 FlowMatchEulerDiscreteScheduler computes it (float32 numpy), so both give the same sigmas to the bit.
@@ -41,10 +42,12 @@ def unpack(x: Tensor, height: int, width: int) -> Tensor:
     return x.view(b, h, w, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c4 // 4, h * 2, w * 2)
 
 
-def img_ids(height: int, width: int) -> Tensor:
-    # (h/2 * w/2, 3): (t=0, row, col) per packed token, row-major as pack() orders them
+def img_ids(height: int, width: int, t: int = 0) -> Tensor:
+    # (h/2 * w/2, 3): (t, row, col) per packed token, row-major as pack() orders them; t=0 for the image being
+    # generated, t=1 for an image to edit (Kontext): same rows and columns, told apart by RoPE's first axis
     h, w = height // 16, width // 16
     ids = torch.zeros(h, w, 3)
+    ids[..., 0] = t
     ids[..., 1] = torch.arange(h)[:, None]
     ids[..., 2] = torch.arange(w)[None, :]
     return ids.reshape(h * w, 3)
@@ -88,16 +91,21 @@ def get_schedule(num_steps: int, seq_len: int, shift: Shift) -> Tensor:
 
 
 def denoise(model: Flux, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, vec: Tensor,
-            sigmas: Tensor, guidance: float | None, before_step: Callable[[], None] = lambda: None) -> Tensor:
+            sigmas: Tensor, guidance: float | None, before_step: Callable[[], None] = lambda: None,
+            cond: Tensor | None = None, cond_ids: Tensor | None = None) -> Tensor:
     """Euler steps along the predicted velocity; img: (B, L, C*4) packed noise at sigma = 1.
-    before_step() runs before each step and may raise to stop (a cancelled request)."""
-    b = img.shape[0]
+    before_step() runs before each step and may raise to stop (a cancelled request).
+    cond: (B, L_cond, C*4) packed latents of an image to edit (Kontext), at cond_ids (L_cond, 3): appended to
+    the image tokens at every step, clean, and the velocity taken over the image tokens only."""
+    b, length = img.shape[:2]
     guidance_vec = torch.full((b,), guidance, dtype=torch.float32, device=img.device) if guidance is not None else None
+    ids = img_ids if cond is None else torch.cat((img_ids, cond_ids))
     sigmas = sigmas.to(img.device)
     timesteps = sigmas * 1000  # diffusers keeps "timesteps" in [0, 1000] and divides by 1000 again
     for i in range(len(sigmas) - 1):
         before_step()
         t = timesteps[i].expand(b).to(img.dtype) / 1000
-        v = model(img, img_ids, txt, txt_ids, t, vec, guidance_vec)
+        x = img if cond is None else torch.cat((img, cond), dim=1)
+        v = model(x, ids, txt, txt_ids, t, vec, guidance_vec)[:, :length]
         img = (img.float() + (sigmas[i + 1] - sigmas[i]) * v).to(v.dtype)  # the step in float32
     return img

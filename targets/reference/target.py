@@ -4,11 +4,12 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from harness import cancel
+from harness import cancel, images
 from harness.types import GenerationRequest, GenerationResult, InvalidRequest
 from targets.local import LocalTarget, seeds, to_uint8, truncated
 from targets.reference import sampling
@@ -68,8 +69,25 @@ class ReferenceTarget(LocalTarget):
         img = pack(get_noise(seeds(request), h, w, self.dtype).to(self.device))
         sigmas = get_schedule(request.num_inference_steps, img.shape[1], self.parts.shift)
         guidance = request.guidance_scale if self.parts.transformer.params.guidance_embed else None
+        cond = cond_ids = None
+        if request.image is not None:  # Kontext: the image to edit, encoded once for every image of the batch
+            source = images.source(request, self.capabilities.max_image_side)
+            cond = pack(self.encode_image(source)).expand(img.shape[0], -1, -1)
+            cond_ids = img_ids(*source.shape[:2], t=1).to(self.device, self.dtype)
         return denoise(self.parts.transformer, img, img_ids(h, w).to(self.device, self.dtype),
-                       txt, txt_ids(txt.shape[1]).to(self.device, self.dtype), vec, sigmas, guidance, cancel.check)
+                       txt, txt_ids(txt.shape[1]).to(self.device, self.dtype), vec, sigmas, guidance, cancel.check,
+                       cond, cond_ids)
+
+    @torch.inference_mode()
+    def encode_image(self, image: np.ndarray) -> Tensor:
+        """(H, W, 3) uint8 -> the VAE's latents (1, 16, H/8, W/8), scaled as the transformer sees latents: the
+        mode of the encoder's distribution, not a sample, so an edit depends on its seed only through the noise."""
+        vae = self.parts.vae
+        # (1, 3, H, W) in [-1, 1], laid out channels-last as the image is: convolutions take another path for
+        # another layout, which rounds otherwise (diffusers' preprocessing keeps this layout too)
+        x = torch.from_numpy(image[None].astype(np.float32) / 255).permute(0, 3, 1, 2) * 2 - 1
+        z = vae.encode(x.to(self.device, self.dtype)).latent_dist.mode()
+        return (z - vae.config.shift_factor) * vae.config.scaling_factor
 
     @torch.inference_mode()
     def velocity(self, img: Tensor, txt: Tensor, vec: Tensor, sigma: float, guidance: float, height: int,

@@ -7,6 +7,11 @@ speaks.
                                   (-1: random), batch_size, n_iter, distilled_cfg_scale (FLUX's guidance)
     POST /generate                raw: the request's own fields in, one PNG out (the shape of a Modal
                                   endpoint such as /flux-dev); the path is a setting
+    POST /v1/images/edits         an edit (a Kontext model): OpenAI's multipart form, the image a file part,
+                                  the fields above as form fields, and image_fit (harness.images.FITS)
+    POST /sdapi/v1/img2img        an edit, AUTOMATIC1111's: txt2img's fields and init_images (one, base64);
+                                  denoising_strength is accepted and has no effect on Kontext
+                                  (the raw route edits when its body carries "image", base64)
     GET  /health, /ready, /info   alive; able to serve now; what is served and how
 
 Every image answer carries a Server-Timing header (queue, compute and the target's own stages, in ms) and
@@ -37,9 +42,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from harness import images
 from harness.target import excerpt, unicode
 from harness.types import GenerationRequest, InvalidRequest, Overloaded
 from targets.http import PROTOCOLS
@@ -103,6 +110,17 @@ class OpenAIImages(Strict):
                                  self.seed, self.n, self.lora, self.lora_scale)
 
 
+class OpenAIEdit(OpenAIImages):
+    """POST /v1/images/edits: the same fields as form fields (strings, read as numbers where numbers are due),
+    and the image as a file part."""
+    model_config = ConfigDict(strict=False)
+    image: bytes                                        # the file part's bytes
+    image_fit: Text = "preferred"                       # extension: harness.images.FITS
+
+    def request(self) -> GenerationRequest:
+        return dataclasses.replace(super().request(), image=self.image, image_fit=self.image_fit)
+
+
 class A1111Txt2Img(Strict):
     model_config = ConfigDict(extra="ignore")  # (merged into Strict's) its clients send dozens of sampler
                                                # settings: ignored, not refused
@@ -123,6 +141,16 @@ class A1111Txt2Img(Strict):
                                  self.batch_size * self.n_iter)
 
 
+class A1111Img2Img(A1111Txt2Img):
+    init_images: list[Text] = Field(min_length=1, max_length=1)  # base64 (or a data: URL): the image to edit
+    denoising_strength: float = 0.75      # accepted, no effect: Kontext conditions on the whole image, it does
+                                          # not start from a noised copy of it
+    image_fit: Text = "preferred"         # extension: harness.images.FITS
+
+    def request(self) -> GenerationRequest:
+        return dataclasses.replace(super().request(), image=unbase64(self.init_images[0]), image_fit=self.image_fit)
+
+
 class RawGenerate(Strict):
     prompt: Text
     width: int = 1024
@@ -132,10 +160,22 @@ class RawGenerate(Strict):
     seed: int | None = None
     lora: Text | None = None
     lora_scale: float = 1.0
+    image: Text | None = None             # base64 (or a data: URL) of an image to edit
+    image_fit: Text = "preferred"
 
     def request(self) -> GenerationRequest:
         return GenerationRequest(self.prompt, self.height, self.width, self.num_inference_steps,
-                                 self.guidance_scale, self.seed, 1, self.lora, self.lora_scale)
+                                 self.guidance_scale, self.seed, 1, self.lora, self.lora_scale,
+                                 None if self.image is None else unbase64(self.image), self.image_fit)
+
+
+def unbase64(text: str) -> bytes:
+    """The bytes of base64 text, or of a data: URL's; InvalidRequest naming the image where it is not base64."""
+    try:
+        return base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True)
+    except ValueError:
+        raise InvalidRequest(f"image={excerpt(text, 40)}: must be base64 of an encoded image (PNG, JPEG, WebP)") \
+            from None
 
 
 def error(status: int, message: str, kind: str, param: str | None = None, headers: dict | None = None):
@@ -215,11 +255,15 @@ def make_app(settings: Settings, raw_path: str = "/generate", docs: bool = False
     async def internal_error(request: Request, exc: Exception):
         return error(500, f"internal error: {type(exc).__name__}", "server_error")
 
-    async def serve(http: Request, protocol: str, request: GenerationRequest, encode, respond,
-                    said: dict[str, str] | None = None):
-        """Run `request`, answer with respond(result, encode(result), headers) or the error it met. said: how
-        the body put a field the contract names otherwise (a1111's batch_size and n_iter for num_images)."""
+    async def serve(http: Request, protocol: str, body, encode, respond, said: dict[str, str] | None = None):
+        """Run the body's request, answer with respond(result, encode(result), headers) or the error it met.
+        said: how the body put a field the contract names otherwise (a1111's batch_size and n_iter for
+        num_images)."""
         try:
+            request = body.request()
+            if isinstance(request.image, bytes) and pool.capabilities.images:  # decoded off the event loop: a
+                request = dataclasses.replace(request, image=await asyncio.to_thread(  # large PNG takes a while
+                    images.pixels, request.image, pool.capabilities.max_image_side))
             result, timings, encoded = await unless_gone(http, pool.run(request, encode))
         except ClientGone:  # nobody reads this; the access log does
             return error(499, "the client closed the connection", "cancelled")
@@ -247,33 +291,55 @@ def make_app(settings: Settings, raw_path: str = "/generate", docs: bool = False
         headers = {"Server-Timing": server_timing(timings), "X-Fluxgate-Info": json.dumps(info)}
         return respond(result, encoded, headers)
 
+    def openai_answer(result, encoded, headers):
+        return JSONResponse({"created": int(time.time()), "data": [{"b64_json": b64(p)} for p in encoded]},
+                            headers=headers)
+
     @app.post("/v1/images/generations")
     async def openai(body: OpenAIImages, http: Request):
+        return await serve(http, "openai", body, pngs, openai_answer)
+
+    @app.post("/v1/images/edits")
+    async def openai_edit(http: Request):
+        form = await http.form(max_files=2, max_fields=32)
+        files = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
+        fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
+        if "mask" in files or "mask" in fields:
+            return error(400, "mask: not supported (Kontext edits by the prompt, with no inpainting mask)",
+                         "invalid_request_error", "mask")
+        if "image" not in files:
+            return error(422, "image: required, as a file part of a multipart/form-data body",
+                         "invalid_request_error", "image")
         try:
-            request = body.request()
-        except InvalidRequest as e:
-            return error(400, str(e), "invalid_request_error", "size")
-        return await serve(http, "openai", request, pngs, lambda result, images, headers: JSONResponse(
-            {"created": int(time.time()), "data": [{"b64_json": b64(p)} for p in images]}, headers=headers))
+            body = OpenAIEdit.model_validate({**fields, "image": await files["image"].read()})
+        except ValidationError as e:
+            raise RequestValidationError(e.errors()) from None
+        return await serve(http, "openai", body, pngs, openai_answer)
 
-    @app.post("/sdapi/v1/txt2img")
-    async def a1111(body: A1111Txt2Img, http: Request):
-        request = body.request()
-        said = {"num_images": f"batch_size={body.batch_size}, n_iter={body.n_iter}"} if body.n_iter > 1 else {}
-
+    def a1111_answer(body):
         def respond(result, images, headers):
             seeds = [body.seed + i for i in range(len(images))] if body.seed >= 0 else []  # -1: drawn unseen
             info = {"prompt": body.prompt, "seed": body.seed, "all_seeds": seeds,
                     "width": body.width, "height": body.height, "steps": body.steps,
                     "distilled_cfg_scale": body.distilled_cfg_scale}
-            return JSONResponse({"images": [b64(p) for p in images], "parameters": body.model_dump(),
+            parameters = body.model_dump(exclude={"init_images"})  # the images are the client's own: not echoed
+            return JSONResponse({"images": [b64(p) for p in images], "parameters": parameters,
                                  "info": json.dumps(info)}, headers=headers)
+        return respond
 
-        return await serve(http, "a1111", request, pngs, respond, said)
+    @app.post("/sdapi/v1/txt2img")
+    async def a1111(body: A1111Txt2Img, http: Request):
+        said = {"num_images": f"batch_size={body.batch_size}, n_iter={body.n_iter}"} if body.n_iter > 1 else {}
+        return await serve(http, "a1111", body, pngs, a1111_answer(body), said)
+
+    @app.post("/sdapi/v1/img2img")
+    async def a1111_edit(body: A1111Img2Img, http: Request):
+        said = {"num_images": f"batch_size={body.batch_size}, n_iter={body.n_iter}"} if body.n_iter > 1 else {}
+        return await serve(http, "a1111", body, pngs, a1111_answer(body), said)
 
     @app.post(raw_path)
     async def raw(body: RawGenerate, http: Request):
-        return await serve(http, "raw", body.request(), lambda result: png(result.images[0]),
+        return await serve(http, "raw", body, lambda result: png(result.images[0]),
                            lambda result, image, headers: Response(image, media_type="image/png", headers=headers))
 
     @app.get("/health")
@@ -296,6 +362,8 @@ def make_app(settings: Settings, raw_path: str = "/generate", docs: bool = False
         return {"service": "fluxgate", "target": target.describe(), "reference_spec": target.reference_spec(),
                 "capabilities": dataclasses.asdict(pool.capabilities), "loras": pool.loras(),
                 "settings": dataclasses.asdict(settings),
-                "protocols": {"openai": "/v1/images/generations", "a1111": "/sdapi/v1/txt2img", "raw": raw_path}}
+                "protocols": {"openai": "/v1/images/generations", "a1111": "/sdapi/v1/txt2img", "raw": raw_path},
+                "edits": {"openai": "/v1/images/edits", "a1111": "/sdapi/v1/img2img", "raw": raw_path}
+                if pool.capabilities.images else {}}
 
     return app

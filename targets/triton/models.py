@@ -1,6 +1,6 @@
 """The models of the Triton repository, run by Triton's python backend (`triton_python_backend_utils` exists
 only there). Each component wraps the reference's own method for its part, so Triton computes what the
-reference computes; `Pipeline` is the BLS model that runs FLUX through the four of them.
+reference computes; `Pipeline` is the BLS model that runs FLUX through them.
 
 Tensors cross the wire as FP32 (numpy has no bfloat16); each side casts to the model's dtype, which loses
 nothing for fp32, bf16 or fp16 values.
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
+from harness import images
 from harness.target import check_request
 from harness.types import InvalidRequest
 from targets.local import seeds
@@ -23,7 +24,7 @@ from targets.triton.wire import INPUTS, request_of
 
 
 def wire(x: torch.Tensor) -> np.ndarray:
-    return x.float().cpu().numpy()
+    return x.float().cpu().contiguous().numpy()  # C order, as a Triton tensor is laid out: a slice may not be
 
 
 class Model:
@@ -67,8 +68,8 @@ def prompts_of(request) -> list[str]:
     return [p.decode("utf-8", errors="replace") for p in array(request, "prompt").reshape(-1)]
 
 
-def size_of(request) -> tuple[int, int]:
-    return int(array(request, "height")[0]), int(array(request, "width")[0])
+def size_of(request, prefix: str = "") -> tuple[int, int]:
+    return int(array(request, f"{prefix}height")[0]), int(array(request, f"{prefix}width")[0])
 
 
 class ClipEncoder(Model):
@@ -87,18 +88,31 @@ class T5Encoder(Model):
         return {"context": wire(txt), "truncated": np.array(truncated, np.int32)}
 
 
+class VaeEncoder(Model):
+    parts = {"vae"}
+
+    def run(self, request):
+        return {"latents": wire(self.ref.encode_image(array(request, "image")))}
+
+
 class Transformer(Model):
+    """The velocity of the image tokens; with an image to edit (cond), its tokens are appended to them at t=1 and
+    the velocity sliced back, as sampling.denoise does."""
+
     parts = {"transformer"}
 
     def run(self, request):
         img, txt, vec, t = (self.tensor(request, n) for n in ("img", "txt", "vec", "timestep"))
         g = self.tensor(request, "guidance", torch.float32)
-        height, width = size_of(request)
+        x, ids = img, sampling.img_ids(*size_of(request))
+        if array(request, "cond") is not None:
+            x = torch.cat((img, self.tensor(request, "cond")), dim=1)
+            ids = torch.cat((ids, sampling.img_ids(*size_of(request, "cond_"), t=1)))
         with torch.inference_mode():
-            v = self.ref.parts.transformer(img, sampling.img_ids(height, width).to(self.ref.device, self.ref.dtype),
+            v = self.ref.parts.transformer(x, ids.to(self.ref.device, self.ref.dtype),
                                            txt, sampling.txt_ids(txt.shape[1]).to(self.ref.device, self.ref.dtype),
                                            t, vec, g if self.ref.parts.transformer.params.guidance_embed else None)
-        return {"velocity": wire(v)}
+        return {"velocity": wire(v[:, :img.shape[1]])}
 
 
 class VaeDecoder(Model):
@@ -110,8 +124,8 @@ class VaeDecoder(Model):
 
 
 class Pipeline(Model):
-    """BLS: checks the request, draws the noise, and runs the encoders, the transformer once per step, and
-    the decoder as Triton models."""
+    """BLS: checks the request, draws the noise, and runs the encoders (the VAE's for an image to edit), the
+    transformer once per step, and the decoder as Triton models."""
 
     def initialize(self, args):
         super().initialize(args)
@@ -138,14 +152,30 @@ class Pipeline(Model):
         h, w, n = req.height, req.width, len(req.prompts)
         size = {"height": np.array([h], np.int32), "width": np.array([w], np.int32)}
 
+        img = sampling.pack(sampling.get_noise(seeds(req), h, w, dtype).to(device))
+        # an image to edit goes with every transformer call, which appends it to the image tokens as
+        # sampling.denoise would: denoise here steps the image tokens alone
+        cond = self.conditioning(req, img.shape[0])
+
         def velocity(img, img_ids, txt, txt_ids, t, vec, guidance):
             g = np.full([n], req.guidance_scale, np.float32)
             v, = self.call("transformer", ["velocity"], img=wire(img), txt=wire(txt), vec=wire(vec), timestep=wire(t),
-                           guidance=g, **size)
+                           guidance=g, **size, **cond)
             return torch.from_numpy(v).to(device, dtype)
 
-        img = sampling.pack(sampling.get_noise(seeds(req), h, w, dtype).to(device))
         sigmas = sampling.get_schedule(req.num_inference_steps, img.shape[1], self.shift)
         latents = sampling.denoise(velocity, img, None, txt, None, vec, sigmas, req.guidance_scale)
-        images, = self.call("vae_decoder", ["images"], latents=wire(latents), **size)
-        return {"images": images, "truncated": np.unique(np.concatenate([clipped, truncated])).astype(np.int32)}
+        decoded, = self.call("vae_decoder", ["images"], latents=wire(latents), **size)
+        return {"images": decoded, "truncated": np.unique(np.concatenate([clipped, truncated])).astype(np.int32)}
+
+    def conditioning(self, req, batch: int) -> dict[str, np.ndarray]:
+        """The transformer's inputs for the image to edit: its packed latents, encoded once for every image of the
+        batch, and its size; none for text to image."""
+        if req.image is None:
+            return {}
+        source = images.source(req, self.ref.capabilities.max_image_side)
+        latents, = self.call("vae_encoder", ["latents"], image=source)
+        cond = sampling.pack(torch.from_numpy(latents.copy())).repeat(batch, 1, 1)
+        height, width = source.shape[:2]
+        return {"cond": wire(cond), "cond_height": np.array([height], np.int32),
+                "cond_width": np.array([width], np.int32)}

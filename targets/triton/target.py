@@ -1,10 +1,10 @@
 """The Triton target: FLUX on a Triton Inference Server, `triton://host:port?model=flux&protocol=http|grpc`.
 
-generate() calls the BLS model; encode(), velocity() and decode() call the component models one by one, so
-the unit suite tests each on its own. Triton's statistics (queue and compute time of the BLS model) are read
-before and after each request and recorded beside the client's timings. tritonclient's errors become the
-contract's: a bad input InvalidRequest, a model or server that is not there Unavailable, the rest
-TargetError.
+generate() calls the BLS model, with the image to edit as its RGB pixels; encode(), encode_image(), velocity()
+and decode() call the component models one by one, so the unit suite tests each on its own. Triton's statistics
+(queue and compute time of the BLS model) are read before and after each request and recorded beside the
+client's timings. tritonclient's errors become the contract's: a bad input InvalidRequest, a model or server
+that is not there Unavailable, the rest TargetError.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class TritonTarget(Target):
             raise Unavailable(f"Triton at {self.address} ({self.protocol}): cannot connect: {e}") from None
         if not live:
             raise Unavailable(f"Triton at {self.address} is not live")
-        for model in ("flux", "clip_encoder", "t5_encoder", "transformer", "vae_decoder"):
+        for model in ("flux", "clip_encoder", "t5_encoder", "vae_encoder", "transformer", "vae_decoder"):
             name = self.model if model == "flux" else model
             if not self.client.is_model_ready(name):
                 raise Unavailable(f"Triton model {name!r} is not ready: {self.reason(name)}")
@@ -76,7 +76,10 @@ class TritonTarget(Target):
         self.shift = sampling.Shift.from_scheduler_config(scheduler)
         transformer = self.weights() / "transformer" / "config.json"
         guidance = json.loads(transformer.read_text()).get("guidance_embeds", True) if transformer.is_file() else True
-        self.capabilities = dataclasses.replace(self.capabilities, guidance=guidance)
+        # a Kontext pipeline edits; weights this host cannot read are taken for text to image, which any FLUX does
+        index = self.weights() / "model_index.json"
+        kontext = index.is_file() and "Kontext" in json.loads(index.read_text()).get("_class_name", "")
+        self.capabilities = dataclasses.replace(self.capabilities, guidance=guidance, images=kontext)
 
     def lib_json(self, message) -> str:
         from google.protobuf import json_format
@@ -98,11 +101,11 @@ class TritonTarget(Target):
         return "not in the repository" if entry is None else f"{entry.get('state')}: {entry.get('reason', '')}"
 
     def infer(self, model: str, arrays: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
-        kinds = {"BYTES": "BYTES", np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32",
-                 np.dtype(np.int64): "INT64"}
+        kinds = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
+                 np.dtype(np.uint8): "UINT8"}
         inputs = []
         for name, array in arrays.items():
-            kind = INPUTS[name][0] if model == self.model else kinds.get(array.dtype, "BYTES")
+            kind = INPUTS[name].kind if model == self.model else kinds.get(array.dtype, "BYTES")
             tensor = self.lib.InferInput(name, list(array.shape), kind)
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
@@ -136,9 +139,8 @@ class TritonTarget(Target):
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         check_request(request, self.capabilities, ranges=False)  # the ranges are the server's to judge
-        arrays = inputs_of(request)
-        if request.seed is None:
-            arrays.pop("seed", None)
+        # a seed of None is left out (the server draws one); an image's sides are bounded as the server's are
+        arrays = inputs_of(request, self.capabilities.max_image_side)
         before = self.statistics()
         sent = time.perf_counter()
         images, truncated = self.infer(self.model, arrays, ["images", "truncated"])
@@ -158,6 +160,11 @@ class TritonTarget(Target):
         txt, truncated = self.infer("t5_encoder", encoded, ["context", "truncated"])
         cut = sorted(set(clipped.tolist() + truncated.tolist()))
         return torch.from_numpy(txt.copy()), torch.from_numpy(vec.copy()), cut
+
+    def encode_image(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8, at the size the model sees it -> the VAE's latents (1, 16, H/8, W/8)."""
+        latents, = self.infer("vae_encoder", {"image": image}, ["latents"])
+        return torch.from_numpy(latents.copy())
 
     def velocity(self, img, txt, vec, sigma: float, guidance: float, height: int, width: int) -> torch.Tensor:
         b = img.shape[0]
