@@ -1,9 +1,9 @@
 """Golden images: the reference's images kept on disk, so each is rendered once and then read.
 
 A golden image is keyed by what decides its pixels: the weights (a hash of their files, not their path), the
-renderer (a hash of its source and the versions of the libraries it draws with, so a fix or an upgrade
-renders anew), the reference's options (dtype, the kind of device, max_sequence_length) and every field of
-the request. Which GPU drew it is not keyed: a store rendered on one GPU serves a remote target on another,
+renderer (a hash of its source and of harness/images.py, which sizes an edit's input, and the versions of the
+libraries it draws with, so a fix or an upgrade renders anew), the reference's options (dtype, the kind of
+device, max_sequence_length) and every field of the request (an input image by its pixels' digest). Which GPU drew it is not keyed: a store rendered on one GPU serves a remote target on another,
 within the dtype's stated tolerance. The store also maps the SPEC's weights option to their hash (weights.json), so a store rendered on
 a machine with the weights serves a machine without them, where the target under test is remote.
 
@@ -35,7 +35,8 @@ from harness.types import GenerationRequest, GenerationResult
 
 WEIGHTS = ("preset", "model")             # the options that say where the weights are
 NOT_IN_KEY = (*WEIGHTS, "max_queue")      # options that do not change a pixel (the weights are in as their hash)
-LIBRARIES = ("torch", "diffusers", "transformers", "tokenizers", "safetensors")  # what the renderer draws with
+LIBRARIES = ("torch", "diffusers", "transformers", "tokenizers", "safetensors", "pillow")  # what the renderer
+                                                                                          # draws and resizes with
 
 
 def default_store() -> Path:
@@ -61,9 +62,12 @@ def canonical(value: Any) -> bytes:
 
 
 def request_fields(request: GenerationRequest) -> dict[str, Any]:
-    """Every field of the request, an input image as its digest (its pixels, however they were given)."""
-    image = None if request.image is None else images.digest(request.image)
-    return {**dataclasses.asdict(dataclasses.replace(request, image=None)), "image": image}
+    """Every field of the request, an input image as its digest (its pixels, however they were given); without
+    one, image_fit means nothing and is left out."""
+    fields = dataclasses.asdict(dataclasses.replace(request, image=None))
+    if request.image is None:
+        return {k: v for k, v in fields.items() if k not in ("image", "image_fit")}
+    return {**fields, "image": images.digest(request.image)}
 
 
 def key_of(fields: dict[str, Any]) -> str:
@@ -76,6 +80,7 @@ def renderer_identity(name: str) -> dict[str, Any]:
     cls = get_target_class(name)
     files = set(Path(inspect.getfile(cls)).parent.glob("*.py"))
     files |= {Path(inspect.getfile(c)) for c in cls.__mro__[1:] if issubclass(c, Target) and c is not Target}
+    files.add(Path(images.__file__))  # what an edit's input is resized to, and how
     code = hashlib.sha256()
     for file in sorted(files):
         code.update(canonical([file.name, hashlib.sha256(file.read_bytes()).hexdigest()]))

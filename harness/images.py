@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -60,13 +59,9 @@ def pixels(value: Any, max_side: int = 4096) -> np.ndarray:
 def rgb(value: Any, max_side: int | None = None) -> np.ndarray:
     """The image as (H, W, 3) uint8 RGB, its sides unjudged (an encoded one's beyond max_side are refused
     before decoding)."""
-    if isinstance(value, (str, Path)):
-        path = Path(value)
-        if not path.is_file():
-            fail(value, "no such file")
-        value = path.read_bytes()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return decode(bytes(value), max_side)
+    value = read(value)
+    if isinstance(value, bytes):
+        return decode(value, max_side)
     if not isinstance(value, np.ndarray):
         fail(value, "must be a uint8 array, encoded image bytes or a path to an image file")
     if value.dtype != np.uint8:
@@ -87,33 +82,51 @@ def check_sides(value: Any, height: int, width: int, max_side: int) -> None:
         fail(value, f"is {width}x{height}; each side must be from {MIN_SIDE} to {max_side} pixels")
 
 
-def decode(data: bytes, max_side: int | None) -> np.ndarray:
+def check(value: Any, max_side: int) -> tuple[int, int]:
+    """(height, width) of the image, or InvalidRequest naming the rule it breaks, at the cost of an encoded
+    image's header: its pixels are decoded where they are used (pixels()), so a request refused for another
+    reason, or for lack of room, never pays for them."""
+    value = read(value)
+    height, width = (header(value).size[::-1] if isinstance(value, bytes) else rgb(value).shape[:2])
+    check_sides(value, height, width, max_side)
+    return height, width
+
+
+def read(value: Any) -> Any:
+    """A path's bytes; any other value as it is."""
+    if isinstance(value, (str, Path)):
+        if not Path(value).is_file():
+            fail(value, "no such file")
+        return Path(value).read_bytes()
+    return bytes(value) if isinstance(value, (bytearray, memoryview)) else value
+
+
+def header(data: bytes) -> Image.Image:
+    """The encoded image opened: its size and mode read, not a pixel decoded yet."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if max_side is not None:
-                check_sides(data, image.height, image.width, max_side)  # from the header: nothing decoded yet
-            image.load()
-    except InvalidRequest:
-        raise
+        return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         fail(data, "is not an image file PIL can identify (PNG, JPEG, WebP, ...)")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, SyntaxError) as e:
         fail(data, f"is not a decodable image ({type(e).__name__}: {str(e)[:120]})")
+
+
+def decode(data: bytes, max_side: int | None) -> np.ndarray:
+    image = header(data)
+    if max_side is not None:
+        check_sides(data, image.height, image.width, max_side)  # from the header: nothing decoded yet
     try:
         return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as e:
-        fail(data, f"has mode {image.mode!r}, which does not convert to RGB ({e})")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        fail(data, f"is not a decodable image ({type(e).__name__}: {str(e)[:120]})")
 
 
 def encode(value: Any) -> bytes:
     """The image as bytes to send: encoded bytes and files as they are (the server judges them), arrays as
     lossless PNG (so the server conditions on exactly these pixels)."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, (str, Path)):
-        return Path(value).read_bytes() if Path(value).is_file() else fail(value, "no such file")
+    value = read(value)
+    if isinstance(value, bytes):
+        return value
     out = io.BytesIO()
     Image.fromarray(rgb(value)).save(out, format="PNG", compress_level=1)
     return out.getvalue()

@@ -109,13 +109,20 @@ def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool =
     seed = request.seed
     if seed is not None and (not integer(seed) or ranges and not 0 <= seed < 2**63 - caps.max_batch):
         fail("seed", seed, f"must be None or an integer from 0 to {2**63 - caps.max_batch - 1}")
-    if request.image_fit not in images.FITS:
-        fail("image_fit", request.image_fit, f"must be one of {', '.join(map(repr, images.FITS))}")
+    fit = request.image_fit
+    if not isinstance(fit, str) or fit not in images.FITS:
+        fail("image_fit", fit, f"must be one of {', '.join(map(repr, images.FITS))}")
     if request.image is not None:
         if not caps.images:
             images.fail(request.image, "this target does not take an input image (a FLUX.1-Kontext model does)")
-        if ranges:
-            images.pixels(request.image, caps.max_image_side)
+        if ranges:  # its header only: its pixels are decoded where they are used
+            height, width = images.fit(*images.check(request.image, caps.max_image_side), fit,
+                                       (request.height, request.width))
+            n = len(prompts) * count  # each image attends over the input's tokens as well as its own
+            if pixels + n * height * width > caps.max_pixels:
+                images.fail(request.image, f"{n} image(s) of {request.width}x{request.height}, each with the input "
+                                           f"at {width}x{height}, are {pixels + n * height * width:,} pixels; a "
+                                           f"request may have at most {caps.max_pixels:,}")
 
 
 def unicode(text: str) -> bool:
@@ -129,8 +136,8 @@ def unicode(text: str) -> bool:
 
 def excerpt(value: Any, limit: int = 60) -> str:
     """repr(value), cut to about `limit` characters: an error names the value without echoing 50 MB back."""
-    text = repr(value)
-    if len(text) <= limit:
+    text = repr(value[: 2 * limit] if isinstance(value, str) else value)  # not the repr of all of a 50 MB string
+    if len(text) <= limit and not (isinstance(value, str) and len(value) > 2 * limit):
         return text
     size = f"{len(value):,} characters" if isinstance(value, str) else f"{len(text):,} characters as text"
     return f"{text[:limit]}... ({size})"

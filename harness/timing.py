@@ -35,13 +35,14 @@ def paired_ratios(target: Target, baseline: Target, request: GenerationRequest, 
     """Baseline time / target time, ROUNDS times, after one warm-up each: each round times both in alternating
     order, so drift in the machine affects both sides of a ratio alike. The baseline is timed on
     BASELINE_REQUEST where given (the same target on another request: an edit against text to image)."""
-    sides = [(target, request), (baseline, baseline_request or request)]
-    for t, r in sides:
+    sides = {"target": (target, request), "baseline": (baseline, baseline_request or request)}
+    for t, r in sides.values():
         timed_generate(t, r)
     ratios = []
     for i in range(rounds):
-        times = [timed_generate(t, r).timings["total"] for t, r in (sides if i % 2 == 0 else sides[::-1])]
-        ratios.append(times[1] / times[0] if i % 2 == 0 else times[0] / times[1])
+        order = ["target", "baseline"] if i % 2 == 0 else ["baseline", "target"]
+        times = {side: timed_generate(*sides[side]).timings["total"] for side in order}
+        ratios.append(times["baseline"] / times["target"])
     return ratios
 
 

@@ -265,7 +265,7 @@ class HttpTarget(Target):
             try:
                 got = [decode(data) for data in self.protocol.images(response)]
             except (ValueError, KeyError, TypeError, OSError) as e:
-                raise TargetError(f"{self.path} answered {response.status_code} with no image in it: "
+                raise TargetError(f"{path} answered {response.status_code} with no image in it: "
                                   f"{type(e).__name__}: {e}") from None
             timings["client.decode"] += time.perf_counter() - decoding
             wrong = [g.shape for g in got if g.shape != (request.height, request.width, 3)]

@@ -1,4 +1,5 @@
-"""diffusers' FluxPipeline with seed 000's optimizations, each an option of the SPEC and off by default:
+"""diffusers' FluxPipeline (FluxKontextPipeline for a Kontext model) with seed 000's optimizations, each an
+option of the SPEC and off by default:
 
     optimized:preset=tiny-dev,quantize=int8wo,fuse_qkv=1,channels_last=1,scheduler=dpm++,steps=14,cache=0.1
     optimized:preset=tiny-dev,compile=default,regional=1,compile_cache=/var/cache/flux.megacache

@@ -19,8 +19,8 @@ class Flawed(ReferenceTarget):
     name = "flawed"
 
     def __init__(self, delay: str = "0", noise: str = "0", colour_shift: str = "0", ignore_seed: str = "",
-                 ignore_lora: str = "", ignore_image: str = "", raise_on: str = "", leak_mb: str = "0", fail_after: str = "0",
-                 die_after: str = "0", refuse_start: str = "", **options):
+                 ignore_lora: str = "", ignore_image: str = "", raise_on: str = "", leak_mb: str = "0",
+                 fail_after: str = "0", die_after: str = "0", refuse_start: str = "", **options):
         super().__init__(**options)
         self.delay = float(delay)                # seconds added to every request
         self.noise = float(noise)                # gaussian pixel noise, in uint8 levels

@@ -220,3 +220,19 @@ def test_an_unreachable_server_is_unavailable(tmp_path):
     code, output, _ = run_suites("--target", f"http://127.0.0.1:{free_port()}", "--category", "integration",
                                  out=tmp_path)
     assert code == 3 and "cannot connect" in output, output[-2000:]
+
+
+def test_only_the_routes_that_take_an_image_take_a_large_body(service, pair):
+    """The edit routes of a service whose model edits accept an upload's 48 MiB; every other route keeps 1 MiB,
+    and a text-only service refuses an edit by name."""
+    junk = b"x" * (2 << 20)
+
+    def post(s, path):
+        return httpx.post(s.url + path, content=junk, headers={"content-type": "application/json"}, timeout=30)
+
+    assert post(service, OPENAI).status_code == 413
+    assert post(service, "/sdapi/v1/img2img").status_code == 422  # read, then refused: not JSON
+    assert post(pair, "/generate").status_code == 413              # a text-only service's raw route
+    response = httpx.post(pair.url + EDITS, data={"prompt": "a", "size": "64x64"}, files={"image": PNG}, timeout=30)
+    assert response.status_code == 400 and "does not take an input image" in response.json()["error"]["message"]
+    assert response.json()["error"]["param"] == "image"

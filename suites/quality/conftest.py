@@ -22,40 +22,33 @@ class Pairs:
 
 
 @pytest.fixture(scope="module")
-def pairs(rendered) -> Pairs:
+def pairs(target, _oracle, prompt_set, make_request, profile) -> Pairs:
     """One image per prompt from the target and from the reference, and the reference's through a batch, for
     the profile's first quality_prompts prompts of the set. A prompt's seed comes from its text, so its images
     are the same in any set, and runs over shards of a set draw the images of one run over the whole."""
-    return rendered["text"]
+    return render(target, _oracle, prompt_set[: profile.get("quality_prompts")], make_request)
 
 
 @pytest.fixture(scope="module")
-def edit_pairs(target, rendered) -> Pairs:
+def edit_pairs(target, _oracle, prompt_set, make_edit, profile) -> Pairs:
     """The same for edits of the card (make_edit), where the target edits."""
-    if "edit" not in rendered:
+    if not target.capabilities.images:
         pytest.skip(f"{target.name} takes no input image: there are no edits to compare")
-    return rendered["edit"]
-
-
-@pytest.fixture(scope="module")
-def rendered(target, _oracle, prompt_set, make_request, make_edit, profile) -> dict[str, Pairs]:
-    """Pairs from text ("text") and, where the target edits, of edits ("edit"), rendered in one go: the
-    reference's renderer, if a miss started one, starts once and is closed before the tests run."""
-    chosen = prompt_set[: profile.get("quality_prompts")]
-    kinds = {"text": make_request, **({"edit": make_edit} if target.capabilities.images else {})}
-    try:
-        return {kind: render(target, _oracle, chosen, make) for kind, make in kinds.items()}
-    finally:
-        _oracle.close()
+    return render(target, _oracle, prompt_set[: profile.get("quality_prompts")], make_edit)
 
 
 def render(target, oracle, chosen, make) -> Pairs:
+    """The pairs for MAKE(prompt, seed=...) of each prompt. The reference's renderer, if a miss started one, is
+    closed before the tests run: a second model must not sit beside the target and the metrics' networks."""
     ours, theirs, floor = [], [], []
-    for prompt in chosen:
-        request = make(prompt.text, seed=zlib.crc32(prompt.text.encode()))
-        ours.append(target.generate(request).images[0])
-        theirs.append(oracle.generate(request).images[0])
-        floor.append(oracle.generate(dataclasses.replace(request, num_images=2)).images[0])
+    try:
+        for prompt in chosen:
+            request = make(prompt.text, seed=zlib.crc32(prompt.text.encode()))
+            ours.append(target.generate(request).images[0])
+            theirs.append(oracle.generate(request).images[0])
+            floor.append(oracle.generate(dataclasses.replace(request, num_images=2)).images[0])
+    finally:
+        oracle.close()
     return Pairs([p.text for p in chosen], *map(np.stack, (ours, theirs, floor)))
 
 

@@ -44,8 +44,8 @@ def test_concurrency_ramp(target, profile, recorder, load_request):
 
 
 def test_image_uploads_under_load(editor, profile, recorder, make_edit):
-    """Edits kept busy at the target's concurrency, each carrying its own input (a card of its own size, so no
-    two uploads are alike): every one answered, none lost, throughput recorded."""
+    """Edits kept busy at the target's concurrency, each uploading its input (cards of four shapes, each fitted
+    to the request): every one answered, none lost, throughput recorded."""
     size = profile.get("load_size")
 
     def edit(i):

@@ -37,6 +37,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         "'*' accepts any (default: those only, or any for a 0.0.0.0 bind)")
     p.add_argument("--max-body", type=int, default=Settings.max_body, metavar="BYTES",
                    help="largest request body; more gets 413 (default: %(default)s)")
+    p.add_argument("--max-upload", type=int, default=Settings.max_upload, metavar="BYTES",
+                   help="largest body on a route that takes an image to edit (default: %(default)s)")
     p.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (default: off)")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port (default: %(default)s)")
     p.add_argument("--workers", type=int, default=Settings.workers,
@@ -81,14 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = Settings(args.target, args.workers, args.max_queue, args.timeout, lazy=args.modal,
-                            max_body=args.max_body)
+                            max_body=args.max_body, max_upload=args.max_upload)
         app = make_app(settings, args.raw_path, docs=args.docs)
     except (ValueError, FileNotFoundError) as e:
         print(f"python -m targets.service: {e}", file=sys.stderr)
         return 2
     served = ModalProxy(app, os.environ.get("MODAL_KEY"), os.environ.get("MODAL_SECRET"), args.redirect_after) \
         if args.modal else app
-    served = Guard(served, host_names(args.host, args.allow_host), args.api_key, args.max_body)
+    limits = {path: args.max_upload for path in app.state.upload_paths}
+    served = Guard(served, host_names(args.host, args.allow_host), args.api_key, args.max_body, limits)
     # IPPROTO_TCP said out loud: asyncio sets TCP_NODELAY only on sockets that say it, and without it Nagle's
     # algorithm and delayed ACKs hold every answer on a kept-alive connection back by 40 ms
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET

@@ -46,7 +46,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from harness import images
 from harness.target import excerpt, unicode
 from harness.types import GenerationRequest, InvalidRequest, Overloaded
 from targets.http import PROTOCOLS
@@ -140,14 +139,22 @@ class A1111Txt2Img(Strict):
         return GenerationRequest(self.prompt, self.height, self.width, self.steps, self.distilled_cfg_scale, seed,
                                  self.batch_size * self.n_iter)
 
+    def said(self) -> dict[str, str]:
+        """How the body put num_images, where it is not one field."""
+        return {"num_images": f"batch_size={self.batch_size}, n_iter={self.n_iter}"} if self.n_iter > 1 else {}
+
 
 class A1111Img2Img(A1111Txt2Img):
     init_images: list[Text] = Field(min_length=1, max_length=1)  # base64 (or a data: URL): the image to edit
     denoising_strength: float = 0.75      # accepted, no effect: Kontext conditions on the whole image, it does
                                           # not start from a noised copy of it
     image_fit: Text = "preferred"         # extension: harness.images.FITS
+    mask: Text | None = None              # inpainting: refused, as Kontext edits by the prompt
 
     def request(self) -> GenerationRequest:
+        if self.mask is not None:
+            raise InvalidRequest(f"mask={excerpt(self.mask, 40)}: not supported (Kontext edits by the prompt, with "
+                                 "no inpainting mask)")
         return dataclasses.replace(super().request(), image=unbase64(self.init_images[0]), image_fit=self.image_fit)
 
 
@@ -170,9 +177,11 @@ class RawGenerate(Strict):
 
 
 def unbase64(text: str) -> bytes:
-    """The bytes of base64 text, or of a data: URL's; InvalidRequest naming the image where it is not base64."""
+    """The bytes of base64 text (line breaks allowed, as MIME wraps it), or of a data: URL's; InvalidRequest
+    naming the image where it is not base64."""
+    data = text.split(",", 1)[-1] if text.startswith("data:") else text
     try:
-        return base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True)
+        return base64.b64decode("".join(data.split()), validate=True)
     except ValueError:
         raise InvalidRequest(f"image={excerpt(text, 40)}: must be base64 of an encoded image (PNG, JPEG, WebP)") \
             from None
@@ -232,6 +241,9 @@ def make_app(settings: Settings, raw_path: str = "/generate", docs: bool = False
     app = FastAPI(title="fluxgate service", lifespan=lifespan, docs_url="/docs" if docs else None,
                   redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.pool, app.state.failed = pool, False
+    # the routes that take an image to edit, which the Guard lets carry a larger body
+    app.state.upload_paths = {"/v1/images/edits", "/sdapi/v1/img2img", raw_path} if pool.capabilities.images \
+        else set()
 
     @app.exception_handler(RequestValidationError)
     async def schema_error(request: Request, exc: RequestValidationError):
@@ -260,10 +272,10 @@ def make_app(settings: Settings, raw_path: str = "/generate", docs: bool = False
         said: how the body put a field the contract names otherwise (a1111's batch_size and n_iter for
         num_images)."""
         try:
-            request = body.request()
-            if isinstance(request.image, bytes) and pool.capabilities.images:  # decoded off the event loop: a
-                request = dataclasses.replace(request, image=await asyncio.to_thread(  # large PNG takes a while
-                    images.pixels, request.image, pool.capabilities.max_image_side))
+            # off the event loop: an image's base64 takes a while (its header is read at admission, its pixels
+            # decoded by the worker that uses them)
+            carries = getattr(body, "image", None) is not None or getattr(body, "init_images", None)
+            request = await asyncio.to_thread(body.request) if carries else body.request()
             result, timings, encoded = await unless_gone(http, pool.run(request, encode))
         except ClientGone:  # nobody reads this; the access log does
             return error(499, "the client closed the connection", "cancelled")
@@ -329,13 +341,11 @@ def make_app(settings: Settings, raw_path: str = "/generate", docs: bool = False
 
     @app.post("/sdapi/v1/txt2img")
     async def a1111(body: A1111Txt2Img, http: Request):
-        said = {"num_images": f"batch_size={body.batch_size}, n_iter={body.n_iter}"} if body.n_iter > 1 else {}
-        return await serve(http, "a1111", body, pngs, a1111_answer(body), said)
+        return await serve(http, "a1111", body, pngs, a1111_answer(body), body.said())
 
     @app.post("/sdapi/v1/img2img")
     async def a1111_edit(body: A1111Img2Img, http: Request):
-        said = {"num_images": f"batch_size={body.batch_size}, n_iter={body.n_iter}"} if body.n_iter > 1 else {}
-        return await serve(http, "a1111", body, pngs, a1111_answer(body), said)
+        return await serve(http, "a1111", body, pngs, a1111_answer(body), body.said())
 
     @app.post(raw_path)
     async def raw(body: RawGenerate, http: Request):

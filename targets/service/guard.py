@@ -4,8 +4,9 @@
   127.0.0.1 (DNS rebinding) and so reach a loopback server, but its requests still say its own name.
 - API key: `Authorization: Bearer KEY`, compared in constant time, on every path but /health and /ready
   (the probes an orchestrator sends without credentials; they tell nothing).
-- Body: at most `max_body` bytes, refused with 413 by Content-Length before a byte is read, or as soon as a
-  chunked body passes it; the body is read whole here, so nothing behind sees a byte over the limit.
+- Body: at most `max_body` bytes (or the path's own limit: a route that takes an image to edit allows more),
+  refused with 413 by Content-Length before a byte is read, or as soon as a chunked body passes it; the body is
+  read whole here, so nothing behind sees a byte over the limit.
 
 Refusals are JSON in the service's error shape.
 """
@@ -45,8 +46,9 @@ def host_of(header: str) -> str:
 class Guard:
     """ASGI middleware in front of the service: Host check, API key, body limit."""
 
-    def __init__(self, app, hosts: frozenset[str] | None, api_key: str | None, max_body: int):
-        self.app, self.hosts, self.max_body = app, hosts, max_body
+    def __init__(self, app, hosts: frozenset[str] | None, api_key: str | None, max_body: int,
+                 limits: dict[str, int] | None = None):
+        self.app, self.hosts, self.max_body, self.limits = app, hosts, max_body, limits or {}
         self.key = f"Bearer {api_key}".encode() if api_key else None
 
     async def __call__(self, scope, receive, send):
@@ -61,10 +63,11 @@ class Guard:
                 and not hmac.compare_digest(headers.get(b"authorization", b""), self.key):
             return await refuse(send, 401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
                                 "unauthorized", "Authorization", {b"www-authenticate": b"Bearer"})
+        limit = self.limits.get(scope["path"], self.max_body)
         length = headers.get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_body:
+        if not length.isdigit() or int(length) > limit:
             return await refuse(send, 413, f"body of {length[:20].decode('latin-1')} bytes: at most "
-                                           f"{self.max_body} are accepted", "too_large", "body")
+                                           f"{limit} are accepted here", "too_large", "body")
         body, size, more = [], 0, True
         while more:
             message = await receive()
@@ -72,8 +75,8 @@ class Guard:
                 return
             body.append(message.get("body", b""))
             size, more = size + len(body[-1]), message.get("more_body", False)
-            if size > self.max_body:  # chunked: no Content-Length said so in advance
-                return await refuse(send, 413, f"body over {self.max_body} bytes: at most that are accepted",
+            if size > limit:  # chunked: no Content-Length said so in advance
+                return await refuse(send, 413, f"body over {limit} bytes: at most that are accepted here",
                                     "too_large", "body")
         replayed = False
 

@@ -21,11 +21,13 @@ class Settings:
     max_queue: int = 4         # requests waiting for a free worker; one more gets 429
     timeout: float = 300.0     # seconds a request may take, waiting included; then 504
     lazy: bool = False         # start the workers on the first request, as a scaled-to-zero container does
-    max_body: int = 48 << 20   # bytes of request body; more gets 413 before any is parsed. An image to edit:
-                               # a 4096² photo as PNG is about 30 MB, 40 as base64 in JSON
+    max_body: int = 1 << 20    # bytes of request body; more gets 413 before any is parsed. A 20,000-character
+                               # prompt written as \uXXXX escapes is 120 kB, so 1 MiB is room enough
+    max_upload: int = 48 << 20  # the same on a route that takes an image to edit: a 4096² photo as PNG is
+                                # typically 20-35 MB (noise, 50), a third more as base64
 
     def __post_init__(self):
-        for name, low in (("workers", 1), ("max_queue", 0), ("max_body", 1)):
+        for name, low in (("workers", 1), ("max_queue", 0), ("max_body", 1), ("max_upload", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be >= {low}")
         if not self.timeout > 0:
