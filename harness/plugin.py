@@ -216,12 +216,13 @@ def _oracle(pytestconfig, target):
     return oracle
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def reference(_oracle):
     """The oracle: the reference FLUX on the target's own weights, as golden images on disk (rendered once, in
     a process of its own, keyed by the weights' hash, the renderer's code and libraries, dtype, device and
-    request). The process that renders a miss lives only as long as the test: a second model must not sit
-    beside the target through the tests that measure its memory."""
+    request). The process that renders a miss lives as long as the module that asked for it (the integration
+    suite's text and edit equivalence share one): a second model must not sit beside the target through the
+    tests that measure its memory, which are in other modules."""
     yield _oracle
     _oracle.close()
 

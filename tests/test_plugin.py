@@ -49,7 +49,7 @@ def test_markers_and_fixtures_are_documented(pytester):
                    "benchmark:"):
         assert f"@pytest.mark.{marker}" in out
     out = pytester.runpytest(*PLUGINS, "--fixtures").stdout.str()
-    for fixture in ("target [session scope]", "reference --", "baseline_target [module scope]", "recorder",
+    for fixture in ("target [session scope]", "reference [module scope]", "baseline_target [module scope]", "recorder",
                     "profile [session scope]"):
         assert fixture in out
     assert "fluxgate: the target under test" in pytester.runpytest(*PLUGINS, "--help").stdout.str()
