@@ -51,11 +51,14 @@ class Capabilities:
         return self.concurrency + (1 if self.max_queue else 0)
 
 
-def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool = True) -> None:
+def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool = True,
+                  budget: bool | None = None) -> None:
     """Raise InvalidRequest naming the first value that breaks a rule of the contract.
 
     ranges=False checks only what a client needs to put the request on the wire (types, numbers JSON can
-    hold, the batch total it may split into calls) and leaves the ranges for the server to judge.
+    hold, the batch total it may split into calls) and leaves the ranges for the server to judge. budget: the
+    pixel budget all the same (ranges' by default), for a client that splits a request into calls, so that no
+    server sees it whole.
     """
     def fail(name: str, value: Any, rule: str):
         raise InvalidRequest(f"{name}={excerpt(value)}: {rule}")
@@ -96,7 +99,7 @@ def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool =
     if len(prompts) * count > caps.max_batch:
         fail("num_images", count, f"{len(prompts)} prompt(s) x {count} exceeds the batch limit of {caps.max_batch}")
     pixels = len(prompts) * count * request.height * request.width
-    if ranges and pixels > caps.max_pixels:
+    if (ranges if budget is None else budget) and pixels > caps.max_pixels:
         fail("num_images", count, f"{len(prompts) * count} image(s) of {request.width}x{request.height} are "
                                   f"{pixels:,} pixels; a request may have at most {caps.max_pixels:,}")
     if request.lora is not None and not isinstance(request.lora, str):

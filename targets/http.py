@@ -248,7 +248,9 @@ class HttpTarget(Target):
         return [(j, p, 1, seed(j * n + i)) for j, p in enumerate(prompts) for i in range(n)]
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
-        check_request(request, self.capabilities, ranges=False)  # the ranges are the server's to judge
+        # the ranges are the server's to judge, but for a request split into calls the budget is ours: no call
+        # carries it whole
+        check_request(request, self.capabilities, ranges=False, budget=len(self.calls(request)) > 1)
         started = time.perf_counter()
         got_images, timings, truncated, redirects, served = [], defaultdict(float), set(), 0, {}
         path = self.path if request.image is None else self.protocol.edit_path or self.path

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from harness.target import make_target
-from harness.types import GenerationRequest, InvalidRequest, TargetError
+from harness.types import GenerationRequest, InvalidRequest, TargetError, Unavailable
 from targets.http import HttpTarget, server_timing
 
 
@@ -79,3 +79,13 @@ def test_the_capabilities_and_reference_come_from_the_service(service):
         assert target.health()
     with make_target(f"{service.url}?protocol=a1111") as target:
         assert not target.capabilities.lora and target.loras() == []  # the protocol has no LoRA field
+
+
+def test_a_request_split_into_calls_is_held_to_the_pixel_budget_by_the_client():
+    """raw sends one image a call, so no server sees the request whole: its budget is judged here, before any
+    call (the target is never started)."""
+    target = make_target("http://127.0.0.1:9?protocol=raw")
+    with pytest.raises(InvalidRequest, match=r"num_images=3: 3 image\(s\) of 2048x2048"):
+        target.generate(GenerationRequest("a cat", 2048, 2048, 4, num_images=3))
+    with pytest.raises(Unavailable, match="not started"):  # within the budget: on to the wire
+        target.generate(GenerationRequest("a cat", 2048, 2048, 4, num_images=2))
