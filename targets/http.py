@@ -248,9 +248,9 @@ class HttpTarget(Target):
         return [(j, p, 1, seed(j * n + i)) for j, p in enumerate(prompts) for i in range(n)]
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
-        # the ranges are the server's to judge, but for a request split into calls the budget is ours: no call
-        # carries it whole
-        check_request(request, self.capabilities, ranges=False, budget=len(self.calls(request)) > 1)
+        check_request(request, self.capabilities, ranges=False)  # the ranges are the server's to judge, but
+        if len(self.calls(request)) > 1:                          # the budget of a request split into calls is
+            check_request(request, self.capabilities, ranges=False, budget=True)  # ours: no call carries it whole
         started = time.perf_counter()
         got_images, timings, truncated, redirects, served = [], defaultdict(float), set(), 0, {}
         path = self.path if request.image is None else self.protocol.edit_path or self.path
