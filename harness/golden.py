@@ -3,8 +3,9 @@
 A golden image is keyed by what decides its pixels: the weights (a hash of their files, not their path), the
 renderer (a hash of its source and of harness/images.py, which sizes an edit's input, and the versions of the
 libraries it draws with, so a fix or an upgrade renders anew), the reference's options (dtype, the kind of
-device, max_sequence_length) and every field of the request (an input image by its pixels' digest). Which GPU drew it is not keyed: a store rendered on one GPU serves a remote target on another,
-within the dtype's stated tolerance. The store also maps the SPEC's weights option to their hash (weights.json), so a store rendered on
+device, max_sequence_length) and every field of the request (an input image by its pixels' digest). Which GPU
+drew it is not keyed: a store rendered on one GPU serves a remote target on another, within the dtype's stated
+tolerance. The store also maps the SPEC's weights option to their hash (weights.json), so a store rendered on
 a machine with the weights serves a machine without them, where the target under test is remote.
 
 <store>/<key>.json          the key's fields, the request, the render's info and timings (written last)

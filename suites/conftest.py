@@ -37,10 +37,10 @@ def load_request(profile, make_request):
                                   num_inference_steps=profile.get("load_steps"), seed=i)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def editor(target):
     """The target, where it takes an image to edit (a FLUX.1-Kontext model); the test skips, saying why, where
-    it does not."""
+    it does not (so do the fixtures that ask for it)."""
     if not target.capabilities.images:
         pytest.skip(f"{target.name} takes no input image: its model is text to image (a Kontext model edits)")
     return target

@@ -45,6 +45,13 @@ def resolve_model(preset: str | None, model: str | None) -> Path:
     return path
 
 
+def kontext(path: Path) -> bool:
+    """Whether the FLUX directory at `path` is a Kontext model (its model_index.json names FluxKontextPipeline),
+    which edits an input image; False where there is no model_index.json to read."""
+    index = path / "model_index.json"
+    return index.is_file() and "Kontext" in json.loads(index.read_text()).get("_class_name", "")
+
+
 def seeds(request: GenerationRequest) -> list[int]:
     """seed + i for image i; a request without a seed draws one at random."""
     base = secrets.randbelow(2**62) if request.seed is None else request.seed
@@ -89,7 +96,7 @@ class LocalTarget(Target):
         if self.max_queue < 0:
             raise ValueError(f"max_queue={max_queue!r}: must be >= 0")
         guidance = json.loads((self.path / "transformer" / "config.json").read_text()).get("guidance_embeds", False)
-        self.kontext = "Kontext" in json.loads((self.path / "model_index.json").read_text()).get("_class_name", "")
+        self.kontext = kontext(self.path)
         self.capabilities = Capabilities(components=self.components, local_gpu=self.device.type == "cuda",
                                          max_queue=self.max_queue, guidance=guidance, lora=self.lora,
                                          images=self.kontext)

@@ -30,11 +30,9 @@ def pairs(target, _oracle, prompt_set, make_request, profile) -> Pairs:
 
 
 @pytest.fixture(scope="module")
-def edit_pairs(target, _oracle, prompt_set, make_edit, profile) -> Pairs:
+def edit_pairs(editor, _oracle, prompt_set, make_edit, profile) -> Pairs:
     """The same for edits of the card (make_edit), where the target edits."""
-    if not target.capabilities.images:
-        pytest.skip(f"{target.name} takes no input image: there are no edits to compare")
-    return render(target, _oracle, prompt_set[: profile.get("quality_prompts")], make_edit)
+    return render(editor, _oracle, prompt_set[: profile.get("quality_prompts")], make_edit)
 
 
 def render(target, oracle, chosen, make) -> Pairs:
@@ -53,11 +51,9 @@ def render(target, oracle, chosen, make) -> Pairs:
 
 
 @pytest.fixture(scope="module")
-def identity_edit(target, make_edit) -> tuple[np.ndarray, np.ndarray]:
+def identity_edit(editor, make_edit) -> tuple[np.ndarray, np.ndarray]:
     """(input, edit) for a prompt that asks for no change, the input at the edit's size: what of the input an
     edit keeps."""
-    if not target.capabilities.images:
-        pytest.skip(f"{target.name} takes no input image: there is no edit to keep it")
     request = make_edit("Keep the image exactly as it is. Change nothing.", seed=1)
-    edit = target.generate(request).images[0]
+    edit = editor.generate(request).images[0]
     return images.resized(images.pixels(request.image), *edit.shape[:2]), edit

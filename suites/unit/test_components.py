@@ -67,9 +67,8 @@ def test_schedule_and_shift(parts):
 
 
 @pytest.fixture
-def encoder(parts):
-    if not parts.capabilities.images:
-        pytest.skip(f"{parts.name} takes no input image, so it has no image encoding to test")
+def encoder(parts, editor):
+    """The target's components, where it edits: its VAE encoder among them."""
     return parts
 
 

@@ -90,22 +90,30 @@ def get_schedule(num_steps: int, seq_len: int, shift: Shift) -> Tensor:
     return torch.cat([torch.from_numpy(t).float(), torch.zeros(1)])
 
 
+def predict(model: Flux, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, t: Tensor, vec: Tensor,
+            guidance: Tensor | None, cond: Tensor | None = None, cond_ids: Tensor | None = None) -> Tensor:
+    """The velocity of img's tokens (B, L, C*4). cond: (B, L_cond, C*4) packed latents of an image to edit
+    (Kontext), at cond_ids (L_cond, 3): appended to the image tokens, clean, and the velocity taken over the
+    image tokens only."""
+    if cond is not None:
+        return model(torch.cat((img, cond), dim=1), torch.cat((img_ids, cond_ids)), txt, txt_ids, t, vec,
+                     guidance)[:, : img.shape[1]]
+    return model(img, img_ids, txt, txt_ids, t, vec, guidance)
+
+
 def denoise(model: Flux, img: Tensor, img_ids: Tensor, txt: Tensor, txt_ids: Tensor, vec: Tensor,
             sigmas: Tensor, guidance: float | None, before_step: Callable[[], None] = lambda: None,
             cond: Tensor | None = None, cond_ids: Tensor | None = None) -> Tensor:
     """Euler steps along the predicted velocity; img: (B, L, C*4) packed noise at sigma = 1.
-    before_step() runs before each step and may raise to stop (a cancelled request).
-    cond: (B, L_cond, C*4) packed latents of an image to edit (Kontext), at cond_ids (L_cond, 3): appended to
-    the image tokens at every step, clean, and the velocity taken over the image tokens only."""
-    b, length = img.shape[:2]
+    before_step() runs before each step and may raise to stop (a cancelled request). cond, cond_ids: an image
+    to edit, appended at every step (predict)."""
+    b = img.shape[0]
     guidance_vec = torch.full((b,), guidance, dtype=torch.float32, device=img.device) if guidance is not None else None
-    ids = img_ids if cond is None else torch.cat((img_ids, cond_ids))
     sigmas = sigmas.to(img.device)
     timesteps = sigmas * 1000  # diffusers keeps "timesteps" in [0, 1000] and divides by 1000 again
     for i in range(len(sigmas) - 1):
         before_step()
         t = timesteps[i].expand(b).to(img.dtype) / 1000
-        x = img if cond is None else torch.cat((img, cond), dim=1)
-        v = model(x, ids, txt, txt_ids, t, vec, guidance_vec)[:, :length]
+        v = predict(model, img, img_ids, txt, txt_ids, t, vec, guidance_vec, cond, cond_ids)
         img = (img.float() + (sigmas[i + 1] - sigmas[i]) * v).to(v.dtype)  # the step in float32
     return img

@@ -53,6 +53,7 @@ from targets.service import error_body
 from targets.service.pool import Busy, Pool, Settings, UnknownLora, invalid_field
 
 log = logging.getLogger("fluxgate.service")
+NO_MASK = "not supported (Kontext edits by the prompt, with no inpainting mask)"
 
 
 def png(image: np.ndarray) -> bytes:
@@ -153,8 +154,7 @@ class A1111Img2Img(A1111Txt2Img):
 
     def request(self) -> GenerationRequest:
         if self.mask is not None:
-            raise InvalidRequest(f"mask={excerpt(self.mask, 40)}: not supported (Kontext edits by the prompt, with "
-                                 "no inpainting mask)")
+            raise InvalidRequest(f"mask={excerpt(self.mask, 40)}: {NO_MASK}")
         return dataclasses.replace(super().request(), image=unbase64(self.init_images[0]), image_fit=self.image_fit)
 
 
@@ -317,8 +317,7 @@ def make_app(settings: Settings, raw_path: str = "/generate", docs: bool = False
         files = {k: v for k, v in form.multi_items() if isinstance(v, UploadFile)}
         fields = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
         if "mask" in files or "mask" in fields:
-            return error(400, "mask: not supported (Kontext edits by the prompt, with no inpainting mask)",
-                         "invalid_request_error", "mask")
+            return error(400, f"mask: {NO_MASK}", "invalid_request_error", "mask")
         if "image" not in files:
             return error(422, "image: required, as a file part of a multipart/form-data body",
                          "invalid_request_error", "image")

@@ -96,23 +96,23 @@ class VaeEncoder(Model):
 
 
 class Transformer(Model):
-    """The velocity of the image tokens; with an image to edit (cond), its tokens are appended to them at t=1 and
-    the velocity sliced back, as sampling.denoise does."""
+    """The velocity of the image tokens; with an image to edit (cond), its tokens appended at t=1, as the
+    reference appends them (sampling.predict)."""
 
     parts = {"transformer"}
 
     def run(self, request):
         img, txt, vec, t = (self.tensor(request, n) for n in ("img", "txt", "vec", "timestep"))
         g = self.tensor(request, "guidance", torch.float32)
-        x, ids = img, sampling.img_ids(*size_of(request))
+        on = {"device": self.ref.device, "dtype": self.ref.dtype}
+        cond = cond_ids = None
         if array(request, "cond") is not None:
-            x = torch.cat((img, self.tensor(request, "cond")), dim=1)
-            ids = torch.cat((ids, sampling.img_ids(*size_of(request, "cond_"), t=1)))
+            cond, cond_ids = self.tensor(request, "cond"), sampling.img_ids(*size_of(request, "cond_"), t=1).to(**on)
         with torch.inference_mode():
-            v = self.ref.parts.transformer(x, ids.to(self.ref.device, self.ref.dtype),
-                                           txt, sampling.txt_ids(txt.shape[1]).to(self.ref.device, self.ref.dtype),
-                                           t, vec, g if self.ref.parts.transformer.params.guidance_embed else None)
-        return {"velocity": wire(v[:, :img.shape[1]])}
+            v = sampling.predict(self.ref.parts.transformer, img, sampling.img_ids(*size_of(request)).to(**on), txt,
+                                 sampling.txt_ids(txt.shape[1]).to(**on), t, vec,
+                                 g if self.ref.parts.transformer.params.guidance_embed else None, cond, cond_ids)
+        return {"velocity": wire(v)}
 
 
 class VaeDecoder(Model):

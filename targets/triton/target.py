@@ -20,6 +20,7 @@ import torch
 
 from harness.target import Capabilities, Target, check_request
 from harness.types import GenerationRequest, GenerationResult, InvalidRequest, TargetError, Unavailable
+from targets.local import kontext
 from targets.reference import sampling
 from targets.triton.wire import INPUTS, inputs_of
 
@@ -76,10 +77,8 @@ class TritonTarget(Target):
         self.shift = sampling.Shift.from_scheduler_config(scheduler)
         transformer = self.weights() / "transformer" / "config.json"
         guidance = json.loads(transformer.read_text()).get("guidance_embeds", True) if transformer.is_file() else True
-        # a Kontext pipeline edits; weights this host cannot read are taken for text to image, which any FLUX does
-        index = self.weights() / "model_index.json"
-        kontext = index.is_file() and "Kontext" in json.loads(index.read_text()).get("_class_name", "")
-        self.capabilities = dataclasses.replace(self.capabilities, guidance=guidance, images=kontext)
+        # weights this host cannot read are taken for text to image, which any FLUX does
+        self.capabilities = dataclasses.replace(self.capabilities, guidance=guidance, images=kontext(self.weights()))
 
     def lib_json(self, message) -> str:
         from google.protobuf import json_format
