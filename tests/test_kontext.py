@@ -54,7 +54,13 @@ def test_the_rules_name_the_image():
         check_request(request(image=images.png_header(4097, 16)), caps)
     with pytest.raises(InvalidRequest, match="no such file"):
         check_request(request(image="/no/such/image.png"), caps)
+    with pytest.raises(InvalidRequest, match=r"image_fit=\['preferred'\]: must be one of"):
+        check_request(request(image=CARD, image_fit=["preferred"]), caps)
     check_request(request(image=CARD), caps)
+    # the input's tokens count towards the pixel budget, once per image: eight 1024² fill it alone
+    check_request(request(height=1024, width=1024, num_images=8), caps)
+    with pytest.raises(InvalidRequest, match=r"image=.*8 image\(s\) of 1024x1024, each with the input at 1328x800"):
+        check_request(request(height=1024, width=1024, num_images=8, image=CARD), caps)
 
 
 @pytest.fixture(scope="module")
