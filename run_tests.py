@@ -5,6 +5,7 @@
                                                            tiny-dev, judged against the reference oracle
     python run_tests.py --category performance --category quality --target pipeline:preset=tiny-dev
     python run_tests.py --baseline results/<id>/report.json   fail on a regression past tolerance
+    python run_tests.py --shard 1/2 --out shards/1         one of two machines' share (python -m reports.merge)
 
 Other arguments go to pytest as they are (e.g. -k latency, -x, -v).
 Exit codes: 0 all passed, 1 a test or gate failed (or the run was interrupted), 2 usage error,
@@ -42,14 +43,19 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--skip-slow", action="store_true", help="skip tests marked slow")
     parser.add_argument("--skip-gpu", action="store_true", help="skip tests marked gpu")
     parser.add_argument("--out", default="results", metavar="DIR", help="reports go to DIR/<run id>/")
-    parser.add_argument("-n", dest="workers", metavar="N", help="parallel workers (pytest-xdist; 'auto' for one per CPU)")
+    parser.add_argument("--shard", metavar="i/N", help="run shard i of N (a CI matrix); python -m reports.merge puts "
+                                                      "the shards' reports together")
+    parser.add_argument("-n", dest="workers", metavar="N",
+                        help="parallel workers (pytest-xdist): worker i on GPU i alone (of CUDA_VISIBLE_DEVICES where "
+                             "set), on the CPU where there is no GPU; 'auto' for one per GPU (one per CPU without one)")
     return parser.parse_known_args(argv)
 
 
 def check(args: argparse.Namespace) -> str | None:
     """Refuse a bad invocation before any test runs: one line naming the value and the rule."""
-    from harness import prompts
+    from harness import gpus, prompts
     from harness.gates import Baseline, Profile
+    from harness.shard import Shard
     from harness.target import make_target
 
     unknown = [c for c in args.category if c not in CATEGORIES]
@@ -61,8 +67,12 @@ def check(args: argparse.Namespace) -> str | None:
             Baseline(args.baseline)
         if args.prompts:
             prompts.load(args.prompts)
+        if args.shard:
+            Shard.parse(args.shard)
         for spec in filter(None, (args.target, args.baseline_target)):
             make_target(spec)  # constructs, does not start: a bad SPEC fails here, an unreachable one later
+        if args.workers and args.workers.isdigit():
+            gpus.assign(int(args.workers), gpus.visible())  # more workers than GPUs
     except (ValueError, FileNotFoundError) as e:
         return str(e)
     return None
@@ -89,6 +99,8 @@ def pytest_args(args: argparse.Namespace, extra: list[str]) -> list[str]:
         out.append(f"--prompts={args.prompts}")
     if args.baseline_target:
         out.append(f"--baseline-target={args.baseline_target}")
+    if args.shard:
+        out.append(f"--shard={args.shard}")
     if args.workers:
         out += ["-n", args.workers]
     return out + extra

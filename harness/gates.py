@@ -312,3 +312,8 @@ def judge(metric: Metric, nodeid: str, profile: Profile, baseline: Baseline | No
     metric.reasons = reasons
     metric.verdict = "fail" if reasons else "pass" if gated else "none"
     return metric
+
+
+def failure(reasons: list[str]) -> str:
+    """The failure of a test that passed but for its gates: their reasons."""
+    return "gate failed:\n  " + "\n  ".join(reasons)

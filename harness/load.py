@@ -108,10 +108,11 @@ class LoadResult:
 
     def summary(self) -> dict:
         stats = self.latency()
-        return {"mode": self.mode, "requests": len(self.outcomes), **self.counts(), "late": self.late,
+        return {"engine": self.meta.get("engine", "fluxgate"), "mode": self.mode, "requests": len(self.outcomes), **self.counts(), "late": self.late,
                 "late_fraction": self.late_fraction, "valid": self.valid, "duration": self.duration,
                 "throughput": self.throughput, "offered_rate": self.offered_rate, "concurrency": self.concurrency,
-                "latency": stats.as_dict() if stats else None}
+                "latency": stats.as_dict() if stats else None,
+                **({"locust": self.meta["locust"]} if "locust" in self.meta else {})}  # its own view, rounded
 
 
 def _call(fn: Callable, request, outcome: Outcome, start: float) -> None:
@@ -159,6 +160,11 @@ def schedule(rate: float, duration: float, poisson: bool = False, seed: int = 0)
     return np.concatenate([[0.0], np.cumsum(gaps[:-1])])
 
 
+def default_slack(rate: float) -> float:
+    """How late a send may start at RATE: 2 ms, or a tenth of the mean gap, whichever is larger."""
+    return max(0.002, 0.1 / rate)
+
+
 def open_loop(fn: Callable, make_request: Callable[[int], object], rate: float, duration: float,
               poisson: bool = False, seed: int = 0, max_in_flight: int = 64, timeout: float = 60.0,
               slack: float | None = None) -> LoadResult:
@@ -169,7 +175,7 @@ def open_loop(fn: Callable, make_request: Callable[[int], object], rate: float, 
     Requests still unanswered after the timeout count as "timeout", so none goes missing.
     """
     times = schedule(rate, duration, poisson, seed)
-    slack = max(0.002, 0.1 / rate) if slack is None else slack
+    slack = default_slack(rate) if slack is None else slack
     outcomes = [Outcome(scheduled=float(t)) for t in times]
     pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="fluxgate-open")
     started = threading.Barrier(max_in_flight)  # every sender started before the clock, not on a send's time:
@@ -203,3 +209,22 @@ def open_loop(fn: Callable, make_request: Callable[[int], object], rate: float, 
     answered = [o.done for o in outcomes if o.kind != "timeout"]
     return LoadResult("open", outcomes, max(answered, default=time.perf_counter() - start), start, offered_rate=rate,
                       slack=slack, meta={"poisson": poisson, "seed": seed, "max_in_flight": max_in_flight})
+
+
+class Engine:
+    """fluxgate's own load engine: threads in this process calling `generate`. harness/swarm.py's Swarm has the
+    same two methods and sends through Locust's workers instead."""
+
+    name = "fluxgate"
+
+    def __init__(self, generate: Callable):
+        self.generate = generate
+
+    def describe(self) -> str:
+        return "fluxgate: threads in the test process"
+
+    def closed(self, make_request: Callable[[int], object], concurrency: int, count: int) -> LoadResult:
+        return closed_loop(self.generate, make_request, concurrency, count)
+
+    def open(self, make_request: Callable[[int], object], rate: float, duration: float, **options) -> LoadResult:
+        return open_loop(self.generate, make_request, rate, duration, **options)

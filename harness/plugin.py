@@ -3,6 +3,7 @@ record every test.
 
 Fixtures:
     target      the target under test (--target), started once per session and closed at the end
+    load        the stress suite's load engine (--load-engine): fluxgate's threads, or Locust's workers
     baseline_target  the --baseline-target in a process of its own, for speed-up (else the test skips)
     reference   the oracle: golden images of the reference FLUX on the target's weights, rendered in a process
                 of its own (the test skips where the weights are unknown, or the target is the reference)
@@ -16,6 +17,7 @@ runs after them and is reported under "other".
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -23,9 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import hooks, prompts
-from harness.gates import Baseline, Profile, judge
+from harness import gpus, hooks, prompts
+from harness.gates import Baseline, Profile, failure, judge
 from harness.record import CATEGORIES, FOLDERS, PROPERTY, Recorder, Recording, Run, TestRecord, new_run_id
+from harness.shard import SHARED, Shard
 from harness.target import DEFAULT as DEFAULT_TARGET
 
 MARKERS = {
@@ -39,6 +42,7 @@ MARKERS = {
     "slow": "takes long (skipped by --skip-slow)",
     "benchmark": "calibrated repeated timing (pytest-benchmark)",
 }
+ENGINES = ("fluxgate", "locust")
 TARGET_PROPERTY = "fluxgate-target"
 CATEGORY_PROPERTY = "fluxgate-category"
 RUN = pytest.StashKey[Run]()
@@ -76,6 +80,20 @@ def pytest_addoption(parser):
                     help="let model and metric weights be fetched from the Hugging Face hub (default: offline)")
     group.addoption("--skip-slow", action="store_true", help="skip tests marked slow")
     group.addoption("--skip-gpu", action="store_true", help="skip tests marked gpu, even where CUDA is present")
+    group.addoption("--shard", default=None, metavar="i/N",
+                    help="run shard i of N: a share of the tests, and of the quality prompts (harness/shard.py); "
+                         "python -m reports.merge puts the N shards' reports together")
+    group.addoption("--load-engine", default="fluxgate", choices=ENGINES,
+                    help="what sends the stress suite's load: fluxgate's threads in this process (default), or "
+                         "Locust's master and workers (a target served elsewhere: http, modal, triton)")
+    group.addoption("--locust-workers", type=int, default=2, metavar="N",
+                    help="Locust workers started on this machine (default: 2)")
+    group.addoption("--locust-remote", type=int, default=0, metavar="N",
+                    help="Locust workers started elsewhere (python -m harness.swarm worker HOST:PORT) that the "
+                         "master waits for (default: 0)")
+    group.addoption("--locust-bind", default="127.0.0.1:0", metavar="HOST:PORT",
+                    help="where Locust's master listens for its workers (default: 127.0.0.1, a free port; "
+                         "workers elsewhere need an address they reach, e.g. 0.0.0.0:5557)")
 
 
 def pytest_configure(config):
@@ -87,6 +105,7 @@ def pytest_configure(config):
         profile = Profile.load(config.getoption("profile"))
         baseline = Baseline(config.getoption("baseline")) if config.getoption("baseline") else None
         prompt_set = prompts.load(config.getoption("prompts") or prompts.DEFAULT)
+        shard = Shard.parse(config.getoption("shard")) if config.getoption("shard") else None
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
     worker = getattr(config, "workerinput", None)
@@ -99,12 +118,19 @@ def pytest_configure(config):
             raise pytest.UsageError(f"--baseline {config.getoption('baseline')}: measured on another "
                                     f"{'; '.join(differences)}: its numbers are not comparable "
                                     "(--force-baseline compares them all the same)")
-    config.stash[SETUP] = {"profile": profile, "baseline": baseline, "prompts": prompt_set}
+    if worker is None and config.getoption("load_engine") == "locust":
+        _check_swarm(config)
+    if worker is None and config.getoption("numprocesses", None):
+        _pin(config)
+    config.stash[SETUP] = {"profile": profile, "baseline": baseline, "prompts": prompt_set, "shard": shard}
     run_dir = Path(worker["fluxgate_run_dir"]) if worker else \
         Path(config.getoption("out")) / (config.getoption("run_id") or new_run_id())
     config.stash[RUN] = Run(id=run_dir.name, dir=run_dir.resolve(), target_spec=config.getoption("target"),
                             profile=profile.describe(), baseline=config.getoption("baseline"),
-                            baseline_target=config.getoption("baseline_target"))
+                            baseline_target=config.getoption("baseline_target"),
+                            shard=dataclasses.asdict(shard) if shard else None)
+    if shard is not None:
+        config.pluginmanager.register(Sharding(shard), "fluxgate-shard")
     if worker is None:
         config.pluginmanager.register(RunLog(config), "fluxgate-runlog")
         # a timeout's SIGTERM becomes Ctrl-C, so pytest unwinds and the report is still written; the handler
@@ -112,15 +138,63 @@ def pytest_configure(config):
         config.stash[SIGTERM] = signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+def _check_swarm(config):
+    """Locust's workers send through the target's client from processes of their own, so the target must be
+    served elsewhere, and there must be a worker."""
+    from harness.swarm import Swarm
+    from harness.target import make_target
+
+    spec = config.getoption("target")
+    try:
+        Swarm(spec, config.getoption("locust_workers"), config.getoption("locust_remote"),
+              config.getoption("locust_bind"))
+    except ValueError as e:
+        raise pytest.UsageError(f"--load-engine locust: {e}") from None
+    try:
+        remote = make_target(spec).capabilities.remote
+    except (ValueError, FileNotFoundError):
+        return  # the target fixture names what is wrong with the SPEC
+    if not remote:
+        raise pytest.UsageError(f"--load-engine locust: Locust's workers load a target served elsewhere (http, "
+                                f"modal, triton); --target {spec!r} runs in this process")
+
+
 def pytest_unconfigure(config):
     if SIGTERM in config.stash:
         signal.signal(signal.SIGTERM, config.stash[SIGTERM])
+
+
+def _pin(config) -> None:
+    """pytest-xdist's -n N (by now N popen specs): worker i on GPU i, or on the CPU where there is no GPU.
+    The GPU goes into the spec that starts the worker, popen//env:CUDA_VISIBLE_DEVICES=i, so the variable is
+    set before the worker imports anything. Set in the worker's own pytest_configure it could come too late
+    unseen: the CUDA driver reads it once, at its first call, and torch.cuda.is_available() at some library's
+    import makes that call without torch.cuda.is_initialized() turning true."""
+    visible = gpus.visible()
+    try:
+        given = gpus.assign(len(config.option.tx), visible)
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+    if visible:
+        config.option.tx = [f"popen//env:CUDA_VISIBLE_DEVICES={gpu}" for gpu in given]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """-n auto: one worker per visible GPU; without one, pytest-xdist's own count (one per CPU)."""
+    return len(gpus.visible()) or None
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """pytest-xdist: every worker records into the controller's run folder."""
     node.workerinput["fluxgate_run_dir"] = str(node.config.stash[RUN].dir)
+
+
+def pytest_sessionfinish(session):
+    """pytest-xdist: a worker tells the controller the GPU it was given and the ones torch saw there."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["fluxgate_gpus"] = gpus.seen()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -159,6 +233,20 @@ def prompt_set(pytestconfig) -> list[prompts.Prompt]:
 
 
 @pytest.fixture(scope="session")
+def prompt_share(pytestconfig, prompt_set, profile) -> list[prompts.Prompt]:
+    """The prompts the quality suite compares over: the profile's first quality_prompts of prompt_set, and of
+    those, under --shard i/N, this shard's share. A test that asks for it runs in every shard, over its share,
+    and reports/merge.py merges its metrics; with no prompt in its share, it skips."""
+    chosen, shard = prompt_set[: profile.get("quality_prompts")], pytestconfig.stash[SETUP]["shard"]
+    if shard is None:
+        return chosen
+    share = shard.share(chosen)
+    if not share:
+        pytest.skip(f"--shard {shard.index}/{shard.count}: none of the {len(chosen)} quality prompts falls to it")
+    return share
+
+
+@pytest.fixture(scope="session")
 def target(pytestconfig, profile):
     """The target under test, from --target: started once, closed at the end of the session.
 
@@ -184,6 +272,23 @@ def target(pytestconfig, profile):
         t.first_call = (first, timed_generate(t, first).timings["total"])
     yield t
     t.close()
+
+
+@pytest.fixture(scope="session")
+def load(pytestconfig, target):
+    """The stress suite's load engine (--load-engine): `load.open(make_request, rate, seconds)` and
+    `load.closed(make_request, concurrency, count)`, each a harness.load.LoadResult. fluxgate's own threads in
+    this process, or Locust's master and workers (harness/swarm.py), started once for the session."""
+    from harness.load import Engine
+
+    option = pytestconfig.getoption
+    if option("load_engine") == "fluxgate":
+        yield Engine(target.generate)
+        return
+    from harness.swarm import Swarm
+
+    with Swarm(target.spec, option("locust_workers"), option("locust_remote"), option("locust_bind")) as swarm:
+        yield swarm
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +360,21 @@ def pytest_runtest_makereport(item, call):
     reasons = [r for m in rec.recording.metrics for r in m.reasons]
     if reasons and report.passed:
         report.outcome = "failed"
-        report.longrepr = "gate failed:\n  " + "\n  ".join(reasons)
+        report.longrepr = failure(reasons)
+
+
+class Sharding:
+    """--shard i/N: keeps this shard's share of what -k and -m left (harness/shard.py), and deselects the rest."""
+
+    def __init__(self, shard: Shard):
+        self.shard = shard
+
+    @pytest.hookimpl(trylast=True)  # after -k and -m deselected theirs: the shards split what the run would run
+    def pytest_collection_modifyitems(self, config, items):
+        kept = self.shard.select(items, lambda item: SHARED in item.fixturenames)
+        chosen = set(kept)
+        config.hook.pytest_deselected(items=[item for item in items if item not in chosen])
+        items[:] = kept
 
 
 class RunLog:
@@ -286,6 +405,8 @@ class RunLog:
             return  # not a run of the suites: fluxgate's own tests make no report
         test = self.run.tests.setdefault(report.nodeid, TestRecord(report.nodeid, props[CATEGORY_PROPERTY]))
         test.duration += report.duration
+        if hasattr(report, "node"):  # pytest-xdist's worker that ran it
+            test.worker = report.node.gateway.id
         if report.skipped:
             test.outcome = "skipped"
             reason = report.longrepr[2] if isinstance(report.longrepr, (tuple, list)) else str(report.longrepr)
@@ -303,15 +424,19 @@ class RunLog:
         if report.when == "teardown":
             self.config.hook.pytest_fluxgate_run_updated(run=self.run, final=False)
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error):
+        """pytest-xdist: each worker's GPU as the worker saw it (one that crashed says nothing)."""
+        if "fluxgate_gpus" in getattr(node, "workeroutput", {}):
+            self.run.environment.setdefault("workers", {})[node.gateway.id] = node.workeroutput["fluxgate_gpus"]
+
     def pytest_sessionfinish(self, session, exitstatus):
         """Close the run, whatever ended it, and let the report writers write."""
         if not self.run.tests and self.run.status != "target_unavailable":
             return
         for test in self.uncollected:
             self.run.tests.setdefault(test.nodeid, test)
-        recorded = {m.name for t in self.run.tests.values() for m in t.metrics if m.note is None}  # gated or gateable
-        ran = {t.category for t in self.run.tests.values() if t.outcome != "skipped"}
-        self.run.profile["unmatched"] = self.config.stash[SETUP]["profile"].unmatched(recorded, ran)
+        self.run.profile["unmatched"] = self.run.unmatched(self.config.stash[SETUP]["profile"])
         self.run.finished = time.time()
         self.run.exit_code = int(exitstatus)
         if self.run.status == "running":

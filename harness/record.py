@@ -68,19 +68,21 @@ class Recorder:
         self.run_dir = run_dir
         self.recording = Recording()
 
-    def metric(self, name: str, value: float, unit: str = "", better: Better = None) -> Metric:
-        """Record one number. `better` ("lower" or "higher") makes it comparable with a baseline."""
+    def metric(self, name: str, value: float, unit: str = "", better: Better = None, n: int | None = None) -> Metric:
+        """Record one number. `better` ("lower" or "higher") makes it comparable with a baseline; `n`, the samples
+        it sums up (a mean over n prompts), lets the shards' values of a test merge (reports/merge.py)."""
         if better not in ("lower", "higher", None):
             raise ValueError(f"better={better!r}: must be 'lower', 'higher' or None")
         value = float(value)
-        metric = Metric(name, value, unit, better)
+        metric = Metric(name, value, unit, better, n=n)
         self.recording.metrics.append(metric)
         return metric
 
-    def metrics(self, prefix: str, values: dict[str, float], unit: str = "", better: Better = None) -> None:
+    def metrics(self, prefix: str, values: dict[str, float], unit: str = "", better: Better = None,
+                n: int | None = None) -> None:
         """Several metrics under one prefix: prefix.key for each key."""
         for key, value in values.items():
-            self.metric(f"{prefix}.{key}", value, unit, better)
+            self.metric(f"{prefix}.{key}", value, unit, better, n)
 
     def estimate(self, name: str, estimate: Estimate, unit: str = "", better: Better = None) -> Metric:
         """A statistic with its sample count and interval; gated only once it has the samples it needs."""
@@ -165,6 +167,7 @@ class TestRecord:
     duration: float = 0.0                   # seconds, setup + call + teardown
     skip_reason: str | None = None
     message: str | None = None              # the failure, in a line or a few
+    worker: str | None = None               # the pytest-xdist worker that ran it (gw0, ...); None in a serial run
     metrics: list[Metric] = field(default_factory=list)
     images: list[dict[str, str]] = field(default_factory=list)
     artifacts: list[dict[str, str]] = field(default_factory=list)
@@ -183,7 +186,7 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 10000:04d}"
 
 
-SCHEMA_VERSION = "2.1"  # reports/SCHEMA.md documents it; a major change breaks baselines
+SCHEMA_VERSION = "2.2"  # reports/SCHEMA.md documents it; a major change breaks baselines
 FOLDERS = {"unit": "unit", "integration": "integration", "performance": "performance", "quality": "quality",
            "stress": "stress", "edge_cases": "edge_case"}  # suites/<folder> -> category marker
 CATEGORIES = list(FOLDERS.values())
@@ -201,6 +204,8 @@ class Run:
     finished: float | None = None
     status: str = "running"                 # running | complete | interrupted | internal_error | target_unavailable
     exit_code: int | None = None
+    shard: dict[str, int] | None = None     # --shard i/N: {"index": i, "count": N}
+    shards: list[dict[str, Any]] | None = None  # a merge of shards' runs (reports/merge.py): index, id, status, verdict
     target: dict[str, Any] = field(default_factory=dict)        # Target.describe()
     environment: dict[str, Any] = field(default_factory=dict)
     tests: dict[str, TestRecord] = field(default_factory=dict)  # by nodeid, in the order they finished
@@ -222,6 +227,12 @@ class Run:
         verdicts = [c["verdict"] for c in self.categories().values()]
         return "fail" if "fail" in verdicts else "pass" if "pass" in verdicts else "skip"
 
+    def unmatched(self, profile) -> list[str]:
+        """The PROFILE's thresholds that gated nothing here (harness.gates.Profile.unmatched)."""
+        recorded = {m.name for t in self.tests.values() for m in t.metrics if m.note is None}  # gated or gateable
+        ran = {t.category for t in self.tests.values() if t.outcome != "skipped"}
+        return profile.unmatched(recorded, ran)
+
     def failed_gates(self) -> list[tuple[str, Metric]]:
         return [(t.nodeid, m) for t in self.tests.values() for m in t.metrics if m.verdict == "fail"]
 
@@ -230,7 +241,8 @@ class Run:
             "schema_version": SCHEMA_VERSION,
             "run": {"id": self.id, "status": self.status, "verdict": self.verdict, "exit_code": self.exit_code,
                     "started": _iso(self.started), "finished": _iso(self.finished),
-                    "duration": (self.finished or time.time()) - self.started},
+                    "duration": (self.finished or time.time()) - self.started,
+                    "shard": self.shard, "shards": self.shards},
             "environment": self.environment,
             "target": {"spec": self.target_spec, **self.target},
             "profile": self.profile,

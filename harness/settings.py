@@ -38,6 +38,11 @@ class Settings:
     capacity_factor: float = 1.5
     capacity_step: float = 2.0
     capacity_max: float = 256.0
+    capacity_p99_bound: float = 1.0     # seconds: the highest rate served with p99 under it is reported as well
+                                        # (MLPerf's Server scenario); a GPU profile sets its service's bound
+    # the load engines side by side (--load-engine locust): fluxgate's and Locust's, taking turns at each rate
+    engine_rates: list[float] = field(default_factory=lambda: [5.0, 10.0, 20.0, 40.0, 80.0, 160.0])
+    engine_step: float = 2.0            # seconds at each rate, for each engine
     # scaling: latency against each dimension, a line fitted through the medians
     scaling_resolution: list[int] = field(default_factory=lambda: [64, 128, 256])   # pixels, square
     scaling_steps: list[int] = field(default_factory=lambda: [1, 2, 4])

@@ -195,7 +195,9 @@ def open_loop(data: dict, test: dict) -> Chart:
 @artifact("capacity-steps")
 def capacity(steps: list[dict], test: dict) -> Chart:
     offered = [s["offered_rate"] for s in steps]
-    fig, (left, right) = figure(7.2, 3.0, cols=2)
+    bounded = "p99_bound" in steps[0]  # the latency-bounded capacity: each step's p99 against the profile's bound
+    fig, axes = figure(10.2 if bounded else 7.2, 3.0, cols=3 if bounded else 2)
+    left, right = axes[:2]
     top = max(offered + [s["throughput"] for s in steps]) * 1.1
     left.plot([0, top], [0, top], color="#c5cad4", lw=1, label="served = offered")
     left.plot(offered, [s["throughput"] for s in steps], "o-", color=ACCENT, label="served")
@@ -213,7 +215,39 @@ def capacity(steps: list[dict], test: dict) -> Chart:
     right.axhline(1, color=COLOURS["fail"], ls=":", lw=1)
     right.set_xticks(range(len(steps)), [f"{r:.3g}" for r in offered])
     right.set(xlabel="offered (requests/s)", ylabel="late sends (%)", title="late-send share (1% voids a step)")
-    return draw(fig, "highest sustained rate", "Open-loop steps at rising rates, each judged on its own.")
+    if bounded:
+        bound, p99 = axes[2], [(s["latency"] or {}).get("p99") for s in steps]
+        bound.plot([r for r, p in zip(offered, p99) if p is not None], [p for p in p99 if p is not None], "o-",
+                   color=ACCENT, label="p99 (its samples: the step's answers)")
+        bound.axhline(steps[0]["p99_bound"], color=COLOURS["fail"], ls="--", lw=1,
+                      label=f"bound {steps[0]['p99_bound']:g} s")
+        bound.set(xlabel="offered (requests/s)", ylabel="p99 latency (s)", title="p99 against the bound")
+        bound.legend(fontsize=8)
+    return draw(fig, "highest sustained rate", "Open-loop steps at rising rates, each judged on its own; the "
+                "highest served in full with p99 under the bound is MLPerf Server's capacity.")
+
+
+@artifact("engines")
+def engines(runs: dict[str, list[dict]], test: dict) -> Chart:
+    fig, (late, latency) = figure(7.2, 3.2, cols=2)
+    rates = [s["offered_rate"] for s in next(iter(runs.values()))]
+    at = np.arange(len(rates))  # the rates double or so from step to step: evenly spaced, each named
+    for (name, steps), colour in zip(runs.items(), (ACCENT, SECOND)):
+        late.plot(at, [100 * s["late_fraction"] for s in steps], "o-", color=colour, label=f"{name}: late")
+        late.plot(at, [100 * s["timeout"] / max(s["requests"], 1) for s in steps], "x:", color=colour,
+                  label=f"{name}: unanswered")
+        for q, style in (("p50", "o-"), ("p99", "s--")):
+            points = [(x, s["latency"][q]) for x, s in zip(at, steps) if s["latency"]]
+            if points:
+                latency.plot(*zip(*points), style, color=colour, label=f"{name} {q}")
+    late.axhline(1, color=COLOURS["fail"], ls=":", lw=1)
+    late.set(xlabel="offered (requests/s)", ylabel="share of sends (%)", title="late and unanswered")
+    latency.set(xlabel="offered (requests/s)", ylabel="latency (s)", title="the same server, as each measured it")
+    for ax in (late, latency):
+        ax.set_xticks(at, [f"{r:g}" for r in rates])
+        ax.legend(fontsize=7.5)
+    return draw(fig, "load engines side by side", "fluxgate's threads and Locust's workers at the same rates, "
+                "taking turns against the same target; latency from each request's schedule.")
 
 
 @artifact("memory-samples")

@@ -74,3 +74,20 @@ def test_speedup_gate_fails_a_target_slower_than_its_baseline(tmp_path):
     assert speedup["interval"][0] <= speedup["value"] <= speedup["interval"][1]
     code, output, report = run_suites(*args, "--target", slow, "--baseline-target", "reference", out=tmp_path / "slower")
     assert code == 1 and "speedup" in output and "below the minimum 1" in output
+
+
+def test_a_slow_target_has_no_rate_with_p99_under_the_bound(tmp_path):
+    """MLPerf Server's capacity: at a request a second, a target that takes 0.6 s over every answer is served
+    in full but has no p99 under a 0.5 s bound, and fails the gate on capacity.p99_bounded_rate (at least 1/s);
+    the plain reference passes it."""
+    profile = tmp_path / "bound.toml"
+    profile.write_text(f'name = "bound"\nextends = "{SELFTEST}"\n[settings]\ncapacity_p99_bound = 0.5\n'
+                       "capacity_start = 1.0\ncapacity_max = 1.0\ncapacity_step = 2.0\n")
+    for target, verdict, rate in (("tests.fakes:Flawed:delay=0.6", "fail", 0.0), ("reference", "pass", 1.0)):
+        code, output, report = run_suites("--category", "stress", "-k", "highest", "--target", target,
+                                          "--profile", str(profile), out=tmp_path / verdict)
+        (test,) = report["tests"]
+        metrics = {m["name"]: m for m in test["metrics"]}
+        assert metrics["capacity.sustained_rate"]["value"] == 1.0, output[-2000:]
+        assert metrics["capacity.p99_bounded_rate"]["value"] == rate
+        assert metrics["capacity.p99_bounded_rate"]["verdict"] == test["verdict"] == verdict

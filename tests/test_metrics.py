@@ -3,6 +3,7 @@
 shards, and a missing weight named with the files looked for."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -212,18 +213,13 @@ def test_the_listing_says_what_is_found_and_what_is_missing_and_fetch_stays_offl
 
 def test_runs_over_shards_of_a_prompt_set_merge_into_the_whole_sets_fid_and_cmmd(weights, tmp_path):
     from harness.metrics.__main__ import main
-    from harness.prompts import load
+    from reports import merge
 
-    chosen = [p.text for p in load()[:4]]
-    files = {}
-    for name, part in (("whole", chosen), ("first", chosen[:2]), ("second", chosen[2:])):
-        files[name] = tmp_path / f"{name}.txt"
-        files[name].write_text("\n".join(part) + "\n")
     runs = {}
-    for name, path in files.items():  # the shards find the whole set's golden images, as it found the last test's
-        code, output, report = run_suites("--category", "quality", "-k", "fid or cmmd",
-                                          "--profile", learned(tmp_path, weights),
-                                          "--prompts", str(path), out=tmp_path / name)
+    for name, shard in (("whole", ()), ("first", ("--shard", "1/2")), ("second", ("--shard", "2/2"))):
+        # each shard draws 2 of the 4 prompts' images, and finds them among the whole set's golden images
+        code, output, report = run_suites("--category", "quality", "-k", "fid or cmmd", *shard,
+                                          "--profile", learned(tmp_path, weights), out=tmp_path / name)
         assert code == 0, output[-3000:]
         runs[name] = (next((tmp_path / name).iterdir()), {m["name"]: m["value"] for t in report["tests"]
                                                           for m in t["metrics"]})
@@ -239,3 +235,10 @@ def test_runs_over_shards_of_a_prompt_set_merge_into_the_whole_sets_fid_and_cmmd
     assert abs(np.mean(shards) - whole["quality.fid"]) > 0.01 * whole["quality.fid"]  # what merging is not
     code, output = captured(main, ["merge", str(runs["first"][0])])
     assert code == 2 and "give two runs or more" in output
+    code, output = captured(merge.main, [str(runs["first"][0]), str(runs["second"][0]), "--out", str(tmp_path / "all")])
+    assert code == 0, output
+    found = {m["name"]: m for t in json.loads((tmp_path / "all" / "report.json").read_text())["tests"]
+             for m in t["metrics"]}
+    for name in ("quality.fid", "quality.fid.floor", "quality.fid.over_floor", "quality.cmmd", "quality.cmmd.floor"):
+        assert found[name]["value"] == pytest.approx(whole[name], rel=1e-9, abs=1e-12), name  # exactly, not printed
+        assert found[name]["n"] == 4 and found[name]["note"] is None

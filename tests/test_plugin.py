@@ -109,7 +109,8 @@ def test_a_metric_over_its_threshold_fails_the_test(pytester, suites):
 
 
 @pytest.mark.slow
-def test_recordings_travel_from_xdist_workers(pytester, suites):
+def test_recordings_travel_from_xdist_workers(pytester, suites, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU workers: -n 2 on a machine with one GPU would be refused
     suites({f"suites/quality/test_{i}.py":
             "import numpy as np\n"
             f"def test_{i}(recorder):\n"
@@ -119,6 +120,7 @@ def test_recordings_travel_from_xdist_workers(pytester, suites):
     result.assert_outcomes(passed=4)
     data = report(pytester.path)
     assert sorted(t["metrics"][0]["value"] for t in data["tests"]) == [60, 61, 62, 63]
+    assert data["environment"]["workers"] == {w: {"CUDA_VISIBLE_DEVICES": "", "gpus": []} for w in ("gw0", "gw1")}
     run_dir = next(pytester.path.glob("results/*"))
     assert all((run_dir / t["images"][0]["path"]).is_file() for t in data["tests"])
 

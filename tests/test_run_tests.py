@@ -84,6 +84,9 @@ def test_a_test_outside_suites_is_reported_and_its_failure_fails_the_run(tmp_pat
     (["--target", "reference:dtype=fp12"], "dtype='fp12'"),
     (["--profile", "nope"], "profile 'nope'"),
     (["--baseline", "/no/such/report.json"], "baseline '/no/such/report.json'"),
+    (["--load-engine", "locust"], "--load-engine locust: Locust's workers load a target served elsewhere"),
+    (["--load-engine", "locust", "--target", "http://127.0.0.1:9", "--locust-workers", "0"],
+     "need one worker or more"),
 ])
 def test_usage_errors_exit_2_with_one_line(tmp_path, args, message):
     code, output, report = run_suites(*args, out=tmp_path)

@@ -3,9 +3,13 @@ the in-process reference's; errors name the field and the rule; a full queue ans
 shutdown finishes the work in flight; a target that cannot load is reported, not waited for."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -36,9 +40,16 @@ def pair(preset_cache):
         yield running
 
 
-def test_integration_edge_and_stress_suites_pass_over_http(service, tmp_path):
-    code, output, report = run_suites("--target", f"{service.url}?protocol=openai", "--category", "integration",
-                                     "--category", "edge_case", "--category", "stress", out=tmp_path)
+@pytest.fixture(scope="module")
+def over_http(service, tmp_path_factory):
+    """The integration, edge-case and stress suites through the session's service, load from fluxgate's own
+    engine: (exit code, output, report)."""
+    return run_suites("--target", f"{service.url}?protocol=openai", "--category", "integration",
+                      "--category", "edge_case", "--category", "stress", out=tmp_path_factory.mktemp("over-http"))
+
+
+def test_integration_edge_and_stress_suites_pass_over_http(over_http):
+    code, output, report = over_http
     assert code == 0, output[-3000:]
     assert report["target"]["name"] == "http" and report["target"]["capabilities"]["remote"]
     assert metrics(report, "test_equivalent_to_the_reference")["equivalence.max_abs_diff"] == 0  # lossless: exact
@@ -48,6 +59,50 @@ def test_integration_edge_and_stress_suites_pass_over_http(service, tmp_path):
     assert overflow["overflow.answers.overloaded"] >= 1 and overflow["overflow.answers.ok"] >= 1
     assert overflow["overflow.answers.error"] == overflow["overflow.answers.timeout"] == 0
     assert metrics(report, "test_highest_sustained_rate")["capacity.sustained_rate"] > 0
+
+
+def test_the_stress_suite_through_locust_reports_what_fluxgates_engine_does(service, over_http, tmp_path):
+    """Locust's master and two workers on 127.0.0.1 send the stress suite's load: the same tests, metrics and
+    verdict as fluxgate's engine gave, with latencies exact (Locust's own report rounds them), and the engines
+    side by side."""
+    code, output, report = run_suites("--target", f"{service.url}?protocol=openai", "--category", "stress",
+                                     "--load-engine", "locust", "--locust-workers", "2", out=tmp_path)
+    assert code == 0, output[-3000:]
+    ours = {t["nodeid"]: t for t in over_http[2]["tests"] if t["category"] == "stress"}
+    theirs = {t["nodeid"]: t for t in report["tests"]}
+    assert set(theirs) == set(ours)
+    side_by_side = next(n for n in ours if "side_by_side" in n)  # skipped by fluxgate's engine: it needs Locust's
+    assert ours.pop(side_by_side)["verdict"] == "skip" and theirs.pop(side_by_side)["verdict"] == "pass"
+    assert {n: t["verdict"] for n, t in theirs.items()} == {n: t["verdict"] for n, t in ours.items()}
+    for nodeid, test in ours.items():
+        assert {m["name"] for m in theirs[nodeid]["metrics"]} == {m["name"] for m in test["metrics"]}, nodeid
+    ramp = next(t for n, t in theirs.items() if "ramp" in n)
+    assert any(note.startswith("load sent by Locust: a master on 127.0.0.1") for note in ramp["notes"])
+    opened = json.loads((next(tmp_path.iterdir()) / next(a["path"] for t in theirs.values() for a in t["artifacts"]
+                                                           if a["name"] == "open-loop")).read_text())
+    assert opened["engine"] == "locust" and opened["ok"] == opened["requests"] > 1
+    service_ms = [(d - s) * 1000 for s, d in zip(opened["timeline"]["sent"], opened["timeline"]["done"])]
+    assert any(abs(ms - round(ms)) > 1e-3 for ms in service_ms), "latencies rounded to whole milliseconds"
+    assert opened["locust"]["requests"] == opened["requests"] and opened["locust"]["p50_ms"] > 0
+    engines = {m["name"]: m["value"] for t in report["tests"] for m in t["metrics"] if "side_by_side" in t["nodeid"]}
+    assert engines["engines.fluxgate.valid_rate"] > 0 and engines["engines.locust.valid_rate"] > 0
+
+
+def test_a_worker_elsewhere_joins_the_master(service, tmp_path):
+    """The README's command for a worker on another machine, here on this one: the master waits for it."""
+    from harness.swarm import Swarm
+    from harness.types import GenerationRequest
+
+    port = free_port()
+    worker = subprocess.Popen([sys.executable, "-m", "harness.swarm", "worker", f"127.0.0.1:{port}"],
+                              cwd=Path(__file__).parents[1], stderr=subprocess.DEVNULL)
+    try:
+        with Swarm(f"{service.url}?protocol=raw", workers=0, remote=1, bind=f"127.0.0.1:{port}", wait=30) as swarm:
+            result = swarm.open(lambda i: GenerationRequest(f"far {i}", height=64, width=64, num_inference_steps=1,
+                                                            seed=i), rate=4, duration=1.0)
+    finally:
+        worker.wait(timeout=30)
+    assert result.counts()["ok"] == 4 and result.valid and result.meta["workers"] == 1
 
 
 @pytest.mark.parametrize("protocol", ["a1111", "raw"])

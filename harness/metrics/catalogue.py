@@ -22,6 +22,9 @@ class Definition:
     absolute: float = 0.0       # baseline slack in the metric's unit
     doc: str = ""
     category: str = ""          # the suite that records it
+    merge: str = ""             # how one test's values from several shards make the whole's (reports/merge.py):
+                                # mean (weighted by n), min, max, features (FID and CMMD from the features the
+                                # shards kept), over_floor (the merged distance over the merged floor); "": none
 
 
 def _suite(category: str, definitions: list[Definition]) -> list[Definition]:
@@ -32,10 +35,12 @@ def _percentiles(prefix: str, doc: str, absolute: float = 0.002) -> list[Definit
     return [Definition(f"{prefix}.{p}", "s", "lower", absolute, f"{doc}, {p}") for p in ("p50", "p95", "p99")]
 
 
-def _floor(metric: str) -> list[Definition]:
+def _floor(metric: str, merge: str) -> list[Definition]:
     return [Definition(f"{metric}.floor", "", None, doc=f"{metric} between the reference's images and the same "
-                       "images rendered as the first of a batch of two: the noise floor (metrics/floor.py)"),
-            Definition(f"{metric}.over_floor", "x", "lower", 0.5, f"{metric} as a multiple of its floor")]
+                       "images rendered as the first of a batch of two: the noise floor (metrics/floor.py)",
+                       merge=merge),
+            Definition(f"{metric}.over_floor", "x", "lower", 0.5, f"{metric} as a multiple of its floor",
+                       merge="over_floor")]
 
 
 LEVELS = 1.0  # one uint8 level: rounding alone can move an image this much
@@ -108,12 +113,13 @@ INTEGRATION = [
 ]
 
 QUALITY = [
-    Definition("quality.psnr.mean", "dB", "higher", 0.5),
-    Definition("quality.psnr.min", "dB", "higher", 0.5),
-    Definition("quality.ssim.mean", "", "higher", 0.001),
-    Definition("quality.ssim.min", "", "higher", 0.001),
-    Definition("quality.mean_abs_diff.max", "levels", "lower", 0.1, "the worst prompt's mean pixel difference"),
-    Definition("quality.channel_shift.max", "levels", "lower", 0.1, "the worst prompt's colour cast"),
+    Definition("quality.psnr.mean", "dB", "higher", 0.5, merge="mean"),
+    Definition("quality.psnr.min", "dB", "higher", 0.5, merge="min"),
+    Definition("quality.ssim.mean", "", "higher", 0.001, merge="mean"),
+    Definition("quality.ssim.min", "", "higher", 0.001, merge="min"),
+    Definition("quality.mean_abs_diff.max", "levels", "lower", 0.1, "the worst prompt's mean pixel difference",
+               merge="max"),
+    Definition("quality.channel_shift.max", "levels", "lower", 0.1, "the worst prompt's colour cast", merge="max"),
     Definition("edit.identity.ssim", "", "higher", 0.01, "an edit asked to change nothing against its input: "
                "what of the input survives (a trained Kontext keeps most; random weights none)"),
     Definition("edit.identity.psnr", "dB", "higher", 0.5, "the same, as PSNR"),
@@ -122,18 +128,18 @@ QUALITY = [
     Definition("quality.guidance.min_step", "levels", "higher", LEVELS, "the smallest change between guidance "
                "scales in a row"),
     Definition("quality.lpips.mean", "", "lower", 0.005, "LPIPS against the reference, the prompts' mean: 0 is "
-               "identical, about 0.1 a difference people notice"),
-    Definition("quality.lpips.max", "", "lower", 0.005, "LPIPS against the reference, the worst prompt"),
+               "identical, about 0.1 a difference people notice", merge="mean"),
+    Definition("quality.lpips.max", "", "lower", 0.005, "LPIPS against the reference, the worst prompt", merge="max"),
     Definition("clip_score", "", "higher", 0.5, "the target's images against their prompts, mean over prompts "
-               "(torchmetrics' convention: 100 x max(cosine, 0))"),
-    Definition("clip_score.reference", "", None, doc="the reference's images against the same prompts"),
+               "(torchmetrics' convention: 100 x max(cosine, 0))", merge="mean"),
+    Definition("clip_score.reference", "", None, doc="the reference's images against the same prompts", merge="mean"),
     Definition("clip_score.delta", "", "higher", 0.5, "the target's CLIP score less the reference's, per prompt, "
-               "mean: below 0, the target follows its prompts less well"),
+               "mean: below 0, the target follows its prompts less well", merge="mean"),
     Definition("quality.cmmd", "", "lower", 0.05, "CMMD x 1000 between the target's and the reference's image "
-               "sets (CLIP embeddings, Gaussian kernel, unbiased: about 0 for one distribution)"),
+               "sets (CLIP embeddings, Gaussian kernel, unbiased: about 0 for one distribution)", merge="features"),
     Definition("quality.fid", "", "lower", 1.0, "FID between the target's and the reference's image sets "
-               "(InceptionV3 pool features; biased upwards at small sets: compare with a baseline)"),
-    *[d for name in ("quality.lpips", "quality.cmmd", "quality.fid") for d in _floor(name)],
+               "(InceptionV3 pool features; biased upwards at small sets: compare with a baseline)", merge="features"),
+    *_floor("quality.lpips", "mean"), *_floor("quality.cmmd", "features"), *_floor("quality.fid", "features"),
 ]
 
 UNIT = [
@@ -160,6 +166,15 @@ STRESS = [
     Definition("open_loop.success_rate", "", "higher"),
     Definition("capacity.sustained_rate", "requests/s", "higher", doc="the highest open-loop rate served in full"),
     Definition("capacity.shed_rate", "requests/s", "higher", doc="the first rate at which load was shed"),
+    Definition("capacity.p99_bounded_rate", "requests/s", "higher", doc="the highest rate served in full with p99 "
+               "latency under the profile's capacity_p99_bound (MLPerf's Server criterion); 0: none"),
+    Definition("capacity.p99_bounded_rate.p99", "s", None, doc="the p99 latency at that rate, with its samples"),
+    Definition("engines.*.valid_rate", "requests/s", "higher", doc="the highest rate a load engine sent with under "
+               "1% of its sends late"),
+    *[dataclasses.replace(d, better=None) for d in _percentiles("engines.*.latency", "the server's latency as "
+                                                                "one engine measured it, at a rate both kept up with")],
+    Definition("engines.locust.reported.p*", "s", None, doc="Locust's own report of that latency: rounded to two "
+               "significant digits, from the send"),
 ]
 
 EDGE_CASE = [

@@ -22,17 +22,18 @@ class Pairs:
 
 
 @pytest.fixture(scope="module")
-def pairs(target, _oracle, prompt_set, make_request, profile) -> Pairs:
+def pairs(target, _oracle, prompt_share, make_request) -> Pairs:
     """One image per prompt from the target and from the reference, and the reference's through a batch, for
-    the profile's first quality_prompts prompts of the set. A prompt's seed comes from its text, so its images
-    are the same in any set, and runs over shards of a set draw the images of one run over the whole."""
-    return render(target, _oracle, prompt_set[: profile.get("quality_prompts")], make_request)
+    the profile's first quality_prompts prompts of the set (a shard's share of them: prompt_share). A prompt's
+    seed comes from its text, so its images are the same in any set, and runs over shards of a set draw the
+    images of one run over the whole."""
+    return render(target, _oracle, prompt_share, make_request)
 
 
 @pytest.fixture(scope="module")
-def edit_pairs(editor, _oracle, prompt_set, make_edit, profile) -> Pairs:
+def edit_pairs(editor, _oracle, prompt_share, make_edit) -> Pairs:
     """The same for edits of the card (make_edit), where the target edits."""
-    return render(editor, _oracle, prompt_set[: profile.get("quality_prompts")], make_edit)
+    return render(editor, _oracle, prompt_share, make_edit)
 
 
 def render(target, oracle, chosen, make) -> Pairs:

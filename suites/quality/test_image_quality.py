@@ -34,11 +34,12 @@ def record_similarity(pairs, profile, recorder, name: str) -> None:
     for i in np.argsort(scores["psnr"], kind="stable")[: profile.get("gallery_prompts")]:  # the worst first
         recorder.comparison(f"{name}-{i}", pairs.ours[i], pairs.theirs[i], pairs.prompts[i],
                             {f"quality.{name}": values[i] for name, values in scores.items()})
+    n = len(pairs.prompts)  # what a shard's mean weighs in the merge
     for name in ("psnr", "ssim"):  # the worst prompt and the average, higher is better
         recorder.metrics(f"quality.{name}", {"mean": float(np.mean(scores[name])), "min": float(np.min(scores[name]))},
-                         "dB" if name == "psnr" else "", better="higher")
+                         "dB" if name == "psnr" else "", better="higher", n=n)
     for name in ("mean_abs_diff", "channel_shift"):  # the worst prompt, in levels
-        recorder.metric(f"quality.{name}.max", float(np.max(scores[name])), "levels", better="lower")
+        recorder.metric(f"quality.{name}.max", float(np.max(scores[name])), "levels", better="lower", n=n)
 
 
 def test_repeated_requests_are_consistent(target, make_request, profile, recorder):

@@ -59,8 +59,8 @@ def inception(profile):
 
 def test_lpips_against_the_reference(lpips, pairs, recorder):
     d, floor = lpips(pairs.ours, pairs.theirs), lpips(pairs.floor, pairs.theirs)
-    recorder.metrics("quality.lpips", {"mean": float(d.mean()), "max": float(d.max())}, better="lower")
-    against_floor(recorder, "quality.lpips", float(d.mean()), float(floor.mean()))
+    recorder.metrics("quality.lpips", {"mean": float(d.mean()), "max": float(d.max())}, better="lower", n=len(d))
+    against_floor(recorder, "quality.lpips", float(d.mean()), float(floor.mean()), len(d))
     recorder.note(f"LPIPS ({lpips.net}) over {len(d)} prompts")
 
 
@@ -74,9 +74,10 @@ def test_clip_score(clip, pairs, embeddings, recorder):
 
     texts = clip.texts(pairs.prompts)
     mine, reference = score(embeddings["target"], texts), score(embeddings["reference"], texts)
-    recorder.metric("clip_score", float(mine.mean()), better="higher")
-    recorder.metric("clip_score.reference", float(reference.mean()))
-    recorder.metric("clip_score.delta", float((mine - reference).mean()), better="higher")
+    n = len(pairs.prompts)
+    recorder.metric("clip_score", float(mine.mean()), better="higher", n=n)
+    recorder.metric("clip_score.reference", float(reference.mean()), n=n)
+    recorder.metric("clip_score.delta", float((mine - reference).mean()), better="higher", n=n)
 
 
 def test_cmmd_between_the_image_sets(embeddings, recorder):
@@ -101,14 +102,15 @@ def sets(embed, pairs) -> dict[str, np.ndarray]:
 
 def between(recorder, name: str, distance, features: dict[str, np.ndarray]) -> None:
     """NAME, the DISTANCE between the target's set and the reference's, and against the floor's."""
-    value = distance(features["target"], features["reference"])
-    recorder.metric(name, value, better="lower")
-    against_floor(recorder, name, value, distance(features["floor"], features["reference"]))
+    value, n = distance(features["target"], features["reference"]), len(features["target"])
+    recorder.metric(name, value, better="lower", n=n)
+    against_floor(recorder, name, value, distance(features["floor"], features["reference"]), n)
 
 
-def against_floor(recorder, name: str, value: float, floor: float) -> None:
-    recorder.metric(f"{name}.floor", floor)
-    recorder.metric(f"{name}.over_floor", over(value, floor), "x", better="lower")
+def against_floor(recorder, name: str, value: float, floor: float, n: int) -> None:
+    """NAME's floor, and VALUE as a multiple of it, each over N images."""
+    recorder.metric(f"{name}.floor", floor, n=n)
+    recorder.metric(f"{name}.over_floor", over(value, floor), "x", better="lower", n=n)
 
 
 def npz(arrays: dict[str, np.ndarray]) -> bytes:
