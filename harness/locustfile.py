@@ -13,6 +13,7 @@ range), so the master reports its percentiles beside, as Locust would show them.
 """
 from __future__ import annotations
 
+import gc
 import json
 import pickle
 import sys
@@ -58,16 +59,21 @@ def run(environment: Environment, share: dict) -> None:
     if target is None:
         from harness.target import make_target
 
-        target = TARGETS[share["target"]] = make_target(share["target"])
+        target = make_target(share["target"])
         target.start()
+        TARGETS[share["target"]] = target
     start = time.perf_counter() + share["start_at"] - time.time()
     gevent.sleep(max(0.0, start - time.perf_counter()))
     requests = share["requests"]
     if share["mode"] == "open":
         pool = Pool(share["max_in_flight"])
-        for i, t in share["sends"]:
-            gevent.sleep(max(0.0, start + t - time.perf_counter()))
-            pool.spawn(send, environment, target, requests[i], {"index": i, "scheduled": t}, start)
+        gc.disable()  # as harness.load's open loop: no collection stops the sends
+        try:
+            for i, t in share["sends"]:
+                gevent.sleep(max(0.0, start + t - time.perf_counter()))
+                pool.spawn(send, environment, target, requests[i], {"index": i, "scheduled": t}, start)
+        finally:
+            gc.enable()
     else:
         queue = [i for i, _ in share["sends"]][::-1]
         pool = Pool(share["slots"])

@@ -28,7 +28,7 @@ from harness.load import LoadResult, Outcome, default_slack, schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = str(Path(__file__).with_name("locustfile.py"))
-LEAD = 0.5  # seconds between a plan's dispatch and its start: every worker has its share by then
+LEAD = 0.25  # seconds between a plan's dispatch and its start: every worker has its share by then
 
 
 def worker_command(host: str, port: int) -> list[str]:
