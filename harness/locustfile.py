@@ -29,6 +29,13 @@ from locust.stats import bucket_response_time, calculate_response_time_percentil
 
 from harness.load import classify
 
+try:  # gRPC's calls (Triton's grpc client) yield to the worker's other greenlets, not block them all
+    from grpc.experimental import gevent as grpc_gevent
+
+    grpc_gevent.init_gevent()
+except ImportError:
+    pass
+
 PLANS: Queue = Queue()   # this worker's shares of load runs, as the master sends them
 HEARD: list[dict] = []   # the outcomes this worker's request listener heard in the current run
 TARGETS: dict = {}       # SPEC -> the started target, kept across runs (a client and its connections)

@@ -110,3 +110,15 @@ def test_the_serving_environment_has_numpy_below_2_and_this_torch_and_is_kept(tm
     assert ensure_env(tmp_path) == env and stamp.stat().st_mtime_ns == made
     stamp.write_text("another environment")
     assert ensure_env(tmp_path) == env and stamp.stat().st_mtime_ns != made
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_locust_workers_load_triton_on_schedule(triton, protocol):
+    """A Locust worker sends through Triton's own clients: each request answered, none sent late (gRPC's calls
+    would block the worker's greenlets, and every send behind them, were gRPC not told of gevent)."""
+    from harness.swarm import Swarm
+
+    address = triton.http_url if protocol == "http" else triton.grpc_url
+    with Swarm(f"triton://{address}?protocol={protocol}", workers=1) as swarm:
+        result = swarm.open(lambda i: GenerationRequest(f"load {i}", 64, 64, 1, seed=i), rate=4, duration=1.0)
+    assert result.counts()["ok"] == 4 and result.late == 0, result.summary()
