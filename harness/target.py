@@ -51,14 +51,12 @@ class Capabilities:
         return self.concurrency + (1 if self.max_queue else 0)
 
 
-def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool = True,
-                  budget: bool | None = None) -> None:
+def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool = True) -> None:
     """Raise InvalidRequest naming the first value that breaks a rule of the contract.
 
     ranges=False checks only what a client needs to put the request on the wire (types, numbers JSON can
-    hold, the batch total it may split into calls) and leaves the ranges for the server to judge. budget: the
-    pixel budget all the same (ranges' by default), for a client that splits a request into calls, so that no
-    server sees it whole.
+    hold, the batch total it may split into calls) and leaves the ranges, the pixel budget among them, for the
+    server to judge (a client that splits a request into calls checks the budget itself: check_budget).
     """
     def fail(name: str, value: Any, rule: str):
         raise InvalidRequest(f"{name}={excerpt(value)}: {rule}")
@@ -98,10 +96,8 @@ def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool =
         fail("num_images", count, "must be an integer >= 1")
     if len(prompts) * count > caps.max_batch:
         fail("num_images", count, f"{len(prompts)} prompt(s) x {count} exceeds the batch limit of {caps.max_batch}")
-    pixels = len(prompts) * count * request.height * request.width
-    if (ranges if budget is None else budget) and pixels > caps.max_pixels:
-        fail("num_images", count, f"{len(prompts) * count} image(s) of {request.width}x{request.height} are "
-                                  f"{pixels:,} pixels; a request may have at most {caps.max_pixels:,}")
+    if ranges:
+        check_budget(request, caps)
     if request.lora is not None and not isinstance(request.lora, str):
         fail("lora", request.lora, "must be None or the name of a LoRA")
     if request.lora is not None and not caps.lora:
@@ -122,10 +118,22 @@ def check_request(request: GenerationRequest, caps: Capabilities, ranges: bool =
             height, width = images.fit(*images.check(request.image, caps.max_image_side), fit,
                                        (request.height, request.width))
             n = len(prompts) * count  # each image attends over the input's tokens as well as its own
+            pixels = n * request.height * request.width
             if pixels + n * height * width > caps.max_pixels:
                 images.fail(request.image, f"{n} image(s) of {request.width}x{request.height}, each with the input "
                                            f"at {width}x{height}, are {pixels + n * height * width:,} pixels; a "
                                            f"request may have at most {caps.max_pixels:,}")
+
+
+def check_budget(request: GenerationRequest, caps: Capabilities) -> None:
+    """Raise InvalidRequest where the request's images, every prompt's, hold more pixels than the target takes.
+    For a request whose types check_request has passed."""
+    n = (1 if isinstance(request.prompt, str) else len(request.prompt)) * request.num_images
+    pixels = n * request.height * request.width
+    if pixels > caps.max_pixels:
+        raise InvalidRequest(f"num_images={excerpt(request.num_images)}: {n} image(s) of {request.width}x"
+                             f"{request.height} are {pixels:,} pixels; a request may have at most "
+                             f"{caps.max_pixels:,}")
 
 
 def unicode(text: str) -> bool:

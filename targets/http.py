@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from harness import images
-from harness.target import Capabilities, Target, check_request
+from harness.target import Capabilities, Target, check_budget, check_request
 from harness.types import GenerationRequest, GenerationResult, InvalidRequest, Overloaded, TargetError, Unavailable
 
 
@@ -48,12 +48,14 @@ class Protocol:
     def body(self, request: GenerationRequest, prompt: str, n: int, seed: int | None) -> dict:
         raise NotImplementedError
 
-    def content(self, request: GenerationRequest, prompt: str, n: int, seed: int | None) -> dict:
-        """httpx's arguments for one call: the JSON body, or for an edit the protocol's way to send an image."""
+    def content(self, request: GenerationRequest, prompt: str, n: int, seed: int | None,
+                image: bytes | None) -> dict:
+        """httpx's arguments for one call: the JSON body, or for an edit (IMAGE: the request's, encoded) the
+        protocol's way to send an image."""
         body = self.body(request, prompt, n, seed)
-        if request.image is None:
+        if image is None:
             return {"json": body}
-        return self.edit(body | {"image_fit": request.image_fit}, images.encode(request.image))
+        return self.edit(body | {"image_fit": request.image_fit}, image)
 
     def edit(self, body: dict, image: bytes) -> dict:
         raise NotImplementedError
@@ -249,14 +251,16 @@ class HttpTarget(Target):
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         check_request(request, self.capabilities, ranges=False)  # the ranges are the server's to judge, but
-        if len(self.calls(request)) > 1:                          # the budget of a request split into calls is
-            check_request(request, self.capabilities, ranges=False, budget=True)  # ours: no call carries it whole
+        calls = self.calls(request)                               # the budget of a request split into calls is
+        if len(calls) > 1:                                        # ours: no call carries it whole
+            check_budget(request, self.capabilities)
         started = time.perf_counter()
         got_images, timings, truncated, redirects, served = [], defaultdict(float), set(), 0, {}
         path = self.path if request.image is None else self.protocol.edit_path or self.path
-        for j, prompt, n, seed in self.calls(request):
+        image = None if request.image is None else images.encode(request.image)  # once, whatever the calls
+        for j, prompt, n, seed in calls:
             sent = time.perf_counter()
-            response = self.check(self.send("POST", path, **self.protocol.content(request, prompt, n, seed)))
+            response = self.check(self.send("POST", path, **self.protocol.content(request, prompt, n, seed, image)))
             timings["http"] += time.perf_counter() - sent
             redirects += len(response.history)
             for name, seconds in server_timing(response.headers.get("server-timing", "")).items():
@@ -275,7 +279,7 @@ class HttpTarget(Target):
                 raise TargetError(f"asked for {n} image(s) of {request.width}x{request.height}, got {len(got)}"
                                   f"{f' with shapes {wrong}' if wrong else ''}")
             got_images += got
-        info = {**served, "protocol": self.protocol.name, "calls": len(self.calls(request)), "redirects": redirects}
+        info = {**served, "protocol": self.protocol.name, "calls": len(calls), "redirects": redirects}
         if "truncated_prompts" in served:  # only a server that reports truncation can say there was none
             info["truncated_prompts"] = sorted(truncated)
         if self.first_call is None:
