@@ -107,7 +107,8 @@ class Transformer(Model):
         on = {"device": self.ref.device, "dtype": self.ref.dtype}
         cond = cond_ids = None
         if array(request, "cond") is not None:
-            cond, cond_ids = self.tensor(request, "cond"), sampling.img_ids(*size_of(request, "cond_"), t=1).to(**on)
+            cond = self.tensor(request, "cond").expand(img.shape[0], -1, -1)  # one input for every image
+            cond_ids = sampling.img_ids(*size_of(request, "cond_"), t=1).to(**on)
         with torch.inference_mode():
             v = sampling.predict(self.ref.parts.transformer, img, sampling.img_ids(*size_of(request)).to(**on), txt,
                                  sampling.txt_ids(txt.shape[1]).to(**on), t, vec,
@@ -155,7 +156,7 @@ class Pipeline(Model):
         img = sampling.pack(sampling.get_noise(seeds(req), h, w, dtype).to(device))
         # an image to edit goes with every transformer call, which appends it to the image tokens as
         # sampling.denoise would: denoise here steps the image tokens alone
-        cond = self.conditioning(req, img.shape[0])
+        cond = self.conditioning(req)
 
         def velocity(img, img_ids, txt, txt_ids, t, vec, guidance):
             g = np.full([n], req.guidance_scale, np.float32)
@@ -168,14 +169,14 @@ class Pipeline(Model):
         decoded, = self.call("vae_decoder", ["images"], latents=wire(latents), **size)
         return {"images": decoded, "truncated": np.unique(np.concatenate([clipped, truncated])).astype(np.int32)}
 
-    def conditioning(self, req, batch: int) -> dict[str, np.ndarray]:
-        """The transformer's inputs for the image to edit: its packed latents, encoded once for every image of the
-        batch, and its size; none for text to image."""
+    def conditioning(self, req) -> dict[str, np.ndarray]:
+        """The transformer's inputs for the image to edit: its packed latents, once (the transformer gives them to
+        every image of the batch), and its size; none for text to image."""
         if req.image is None:
             return {}
         source = images.source(req, self.ref.capabilities.max_image_side)
         latents, = self.call("vae_encoder", ["latents"], image=source)
-        cond = sampling.pack(torch.from_numpy(latents.copy())).repeat(batch, 1, 1)
+        cond = sampling.pack(torch.from_numpy(latents.copy()))
         height, width = source.shape[:2]
         return {"cond": wire(cond), "cond_height": np.array([height], np.int32),
                 "cond_width": np.array([width], np.int32)}
