@@ -108,8 +108,8 @@ class LoadResult:
 
     def summary(self) -> dict:
         stats = self.latency()
-        return {"engine": self.meta.get("engine", "fluxgate"), "mode": self.mode, "requests": len(self.outcomes), **self.counts(), "late": self.late,
-                "late_fraction": self.late_fraction, "valid": self.valid, "duration": self.duration,
+        return {"engine": self.meta.get("engine", "fluxgate"), "mode": self.mode, "requests": len(self.outcomes),
+                **self.counts(), "late": self.late, "late_fraction": self.late_fraction, "valid": self.valid, "duration": self.duration,
                 "throughput": self.throughput, "offered_rate": self.offered_rate, "concurrency": self.concurrency,
                 "latency": stats.as_dict() if stats else None,
                 **({"locust": self.meta["locust"]} if "locust" in self.meta else {})}  # its own view, rounded

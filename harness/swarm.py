@@ -54,6 +54,7 @@ class Swarm:
         self.lines: queue.Queue = queue.Queue()
         self.runs = itertools.count()
         self.folder: tempfile.TemporaryDirectory | None = None  # the plans and Locust's log, while it runs
+        self.log = None  # that log, which the master and the workers write
 
     @property
     def count(self) -> int:
@@ -66,7 +67,7 @@ class Swarm:
     def start(self) -> Swarm:
         self.folder = tempfile.TemporaryDirectory(prefix="fluxgate-swarm-")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        log = open(Path(self.folder.name) / "locust.log", "w")
+        log = self.log = open(Path(self.folder.name) / "locust.log", "w")
         master = subprocess.Popen([sys.executable, "-m", "harness.swarm", "master", self.host, str(self.port),
                                    str(self.count), str(self.wait)], cwd=ROOT, env=env, text=True,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
@@ -160,6 +161,7 @@ class Swarm:
                 p.kill()
         self.processes.clear()
         if self.folder is not None:
+            self.log.close()
             self.folder.cleanup()
             self.folder = None
 
